@@ -1,0 +1,6 @@
+"""Replay buffers: name -> class `(size, n_tasks, device)`; see base.Buffer for the interface."""
+from engine.registry import Registry
+
+REGISTRY = Registry("buffer_mode")
+
+from engine.buffers import reservoir, ring  # noqa: E402,F401

@@ -1,0 +1,168 @@
+"""One frozen, validated description of a trial, and how its unset fields get their values.
+
+Precedence for every field left unset (None): explicit value > configs/best_args.yaml for
+(dataset, setting, model, buffer size) > best_args for (dataset, setting, model) > best_args
+for (dataset, setting) > the setting's protocol defaults (algorithms.md §1).
+The resolved config is what result.json stores, so every run can be reproduced from it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from engine.errors import ConfigError
+
+SETTINGS = ("online", "offline")
+BUFFER_MODES = ("reservoir", "ring", "herding")
+BEST_ARGS_PATH = Path(__file__).resolve().parents[1] / "configs" / "best_args.yaml"
+
+# Protocol defaults of algorithms.md §1; best_args.yaml refines them per dataset and model.
+PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "online": dict(epochs=1, bs=10, minibatch_size=10, lr=0.1, momentum=0.0, weight_decay=0.0,
+                   lr_milestones=(), lr_gamma=1.0, selection="last"),
+    "offline": dict(epochs=160, bs=48, minibatch_size=16, lr=0.1, momentum=0.0, weight_decay=1e-4,
+                    lr_milestones=(80, 120), lr_gamma=0.1, selection="val"),
+}
+# Fields that say where/how a trial runs, not what it computes: excluded from the trial id.
+RUNTIME_FIELDS = ("device", "data_root")
+OPTION_FIELDS = ("norm_args", "method_args", "data_args")
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    dataset: str = "seq-digits"
+    model: str = "er"
+    norm: str = "bn"
+    buffer_mode: str = "reservoir"
+    buffer_size: int = 200
+    seed: int = 0
+    setting: str = "online"
+    epochs: int | None = None
+    bs: int | None = None                 # current-task rows per step
+    minibatch_size: int | None = None     # replay rows per step (per replay draw)
+    lr: float | None = None
+    n_tasks: int | None = None            # None: the dataset's standard split
+    nc_first_task: int | None = None      # classes in the first task (offline protocol); None: even split
+    backbone: str | None = None           # None: the dataset's default
+    momentum: float | None = None
+    weight_decay: float | None = None
+    lr_milestones: tuple[int, ...] | None = None
+    lr_gamma: float | None = None
+    selection: str | None = None          # offline: "val" best epoch on a 10% split, or "last"
+    norm_args: Mapping[str, Any] = field(default_factory=dict)
+    method_args: Mapping[str, Any] = field(default_factory=dict)
+    data_args: Mapping[str, Any] = field(default_factory=dict)
+    device: str = "auto"                  # auto | cpu | cuda | cuda:N
+    data_root: str = "data"
+
+    def __post_init__(self) -> None:
+        if self.setting not in SETTINGS:
+            raise ConfigError(f"unknown setting {self.setting!r}; choose one of: {', '.join(SETTINGS)}")
+        if self.buffer_mode not in BUFFER_MODES:
+            raise ConfigError(f"unknown buffer_mode {self.buffer_mode!r}; choose one of: {', '.join(BUFFER_MODES)}")
+        for name in ("epochs", "bs", "n_tasks", "nc_first_task"):
+            _positive_int(name, getattr(self, name), allow_none=True)
+        _nonnegative_int("minibatch_size", self.minibatch_size)
+        _nonnegative_int("buffer_size", self.buffer_size)
+        _nonnegative_int("seed", self.seed)
+        if self.lr is not None and not (self.lr > 0 and self.lr < float("inf")):
+            raise ConfigError(f"lr={self.lr!r} must be a positive finite number")
+        if self.selection not in (None, "val", "last"):
+            raise ConfigError(f"unknown selection {self.selection!r}; choose one of: val, last")
+        if self.lr_milestones is not None:
+            object.__setattr__(self, "lr_milestones", tuple(int(m) for m in self.lr_milestones))
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"unknown device {self.device!r}; choose one of: auto, cpu, cuda, cuda:N")
+        for name in OPTION_FIELDS:
+            object.__setattr__(self, name, dict(getattr(self, name) or {}))
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> "TrialConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"unknown trial field {unknown[0]!r}; fields: {', '.join(sorted(known))}")
+        return cls(**{k: v for k, v in raw.items()})
+
+    def replace(self, **changes: Any) -> "TrialConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        if out["lr_milestones"] is not None:
+            out["lr_milestones"] = list(out["lr_milestones"])
+        return out
+
+    # ---- resolution ---------------------------------------------------------------------
+    def resolved(self) -> "TrialConfig":
+        """Canonical names, every None filled, every option validated. Idempotent."""
+        from engine import datasets, methods, norms, backbones  # registries import torch
+
+        dataset = datasets.REGISTRY.canonical(self.dataset)
+        model = methods.REGISTRY.canonical(self.model)
+        norm = norms.REGISTRY.canonical(self.norm)
+        values = dict(PROTOCOL_DEFAULTS[self.setting])
+        values.update(_best_args(dataset, self.setting, model, self.buffer_size))
+        explicit = {k: v for k, v in self.to_dict().items() if v is not None}
+        for name in OPTION_FIELDS:  # option dicts merge key by key, explicit keys winning
+            explicit[name] = {**values.pop(name, {}), **explicit.get(name, {})}
+        values.update(explicit)
+        values.update(dataset=dataset, model=model, norm=norm)
+
+        method_cls = methods.REGISTRY.get(model)
+        values["method_args"] = method_cls.resolve_options(values["method_args"])
+        values["norm_args"] = norms.resolve_options(norm, values["norm_args"], setting=self.setting)
+        values["data_args"] = datasets.resolve_options(dataset, values["data_args"])
+        if values.get("backbone") is None:
+            values["backbone"] = datasets.REGISTRY.get(dataset).default_backbone
+        values["backbone"] = backbones.REGISTRY.canonical(values["backbone"])
+        cfg = TrialConfig.from_dict(values)
+        method_cls.check_config(cfg)
+        return cfg
+
+    def trial_id(self) -> str:
+        """A stable hash of what the trial computes (resolve first, so defaults count)."""
+        payload = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
+        return hashlib.sha1(blob).hexdigest()[:12]
+
+
+def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name}={value!r} must be a positive integer")
+
+
+def _nonnegative_int(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name}={value!r} must be a non-negative integer")
+
+
+@lru_cache(maxsize=1)
+def _load_best_args() -> dict:
+    with open(BEST_ARGS_PATH) as fh:
+        return yaml.safe_load(fh) or {}
+
+
+def _best_args(dataset: str, setting: str, model: str, buffer_size: int) -> dict[str, Any]:
+    table = _load_best_args().get(dataset, {}).get(setting, {})
+    out: dict[str, Any] = {}
+    for layer in (table.get("default", {}),
+                  table.get(model, {}).get("default", {}),
+                  table.get(model, {}).get(buffer_size, {})):
+        for key, value in layer.items():
+            out[key] = {**out.get(key, {}), **value} if key in OPTION_FIELDS else value
+    if "lr_milestones" in out:
+        out["lr_milestones"] = tuple(out["lr_milestones"])
+    return out
