@@ -28,7 +28,7 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
     "online": dict(epochs=1, bs=10, minibatch_size=10, lr=0.1, momentum=0.0, weight_decay=0.0,
                    lr_milestones=(), lr_gamma=1.0, selection="last"),
     "offline": dict(epochs=160, bs=48, minibatch_size=16, lr=0.1, momentum=0.0, weight_decay=1e-4,
-                    lr_milestones=(80, 120), lr_gamma=0.1, selection="val"),
+                    lr_milestones=(80, 120), lr_gamma=0.1, selection="last"),
 }
 # Fields that say where/how a trial runs, not what it computes: excluded from the trial id.
 RUNTIME_FIELDS = ("device", "data_root")
@@ -121,8 +121,11 @@ class TrialConfig:
         values["method_args"] = method_cls.resolve_options(values["method_args"])
         values["norm_args"] = norms.resolve_options(norm, values["norm_args"], setting=self.setting)
         values["data_args"] = datasets.resolve_options(dataset, values["data_args"])
+        spec = datasets.REGISTRY.get(dataset)
+        if values.get("n_tasks") is None:
+            values["n_tasks"] = spec.n_tasks
         if values.get("backbone") is None:
-            values["backbone"] = datasets.REGISTRY.get(dataset).default_backbone
+            values["backbone"] = spec.default_backbone
         values["backbone"] = backbones.REGISTRY.canonical(values["backbone"])
         cfg = TrialConfig.from_dict(values)
         method_cls.check_config(cfg)

@@ -36,7 +36,7 @@ class Buffer:
         return len(self) == 0
 
     @torch.no_grad()
-    def add(self, task: int, **fields: torch.Tensor) -> None:
+    def add(self, task: int, /, **fields: torch.Tensor) -> None:
         n = next(iter(fields.values())).shape[0]
         if not self.data:
             self.data = {k: torch.zeros((self.size, *v.shape[1:]), dtype=v.dtype, device=self.device)

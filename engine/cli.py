@@ -1,0 +1,86 @@
+"""`python -m engine ...`: run one trial and write its result.json; the path is printed last.
+
+Exit status: 0 finished, 1 failed during training (task and step named), 2 bad input,
+130 interrupted (the last task-boundary checkpoint is kept: run the same command to continue).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from engine.config import BUFFER_MODES, SETTINGS, TrialConfig
+from engine.errors import ConfigError, TrainingError
+from engine.options import parse_kv
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from engine import backbones, datasets, methods, norms
+
+    p = argparse.ArgumentParser(
+        prog="python -m engine", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", default="seq-digits", help=f"one of: {', '.join(datasets.REGISTRY.names())}")
+    p.add_argument("--model", default="er", help=f"CL method, one of: {', '.join(methods.REGISTRY.names())}")
+    p.add_argument("--norm", default="bn", help=f"normalization layer replacing every BatchNorm2d, one of: "
+                                                f"{', '.join(norms.REGISTRY.names())} (case-insensitive)")
+    p.add_argument("--buffer_mode", default="reservoir", help=f"replay buffer, one of: {', '.join(BUFFER_MODES)}")
+    p.add_argument("--buffer_size", type=int, default=200, help="replay buffer capacity (items)")
+    p.add_argument("--seed", type=int, default=0, help="trial seed; seed > 0 also permutes the class order")
+    p.add_argument("--setting", default="online", choices=SETTINGS,
+                   help="online: one pass, small batches; offline: many epochs, exemplar memory")
+    p.add_argument("--epochs", type=int, help="epochs per task (default: online 1, offline from best_args)")
+    p.add_argument("--bs", type=int, help="current-task rows per step (default: online 10, offline 48)")
+    p.add_argument("--minibatch_size", type=int, help="replay rows per draw (default: online 10, offline 16)")
+    p.add_argument("--lr", type=float, help="learning rate (default: configs/best_args.yaml)")
+    p.add_argument("--n_tasks", type=int, help="number of tasks (default: the dataset's standard split)")
+    p.add_argument("--nc_first_task", type=int, help="classes in the first task (default: even split)")
+    p.add_argument("--backbone", help=f"one of: {', '.join(backbones.REGISTRY.names())} (default: per dataset)")
+    p.add_argument("--momentum", type=float, help="SGD momentum (default: 0)")
+    p.add_argument("--weight_decay", type=float, help="SGD weight decay (default: online 0, offline 1e-4)")
+    p.add_argument("--lr_milestones", type=int, nargs="*", help="offline: epochs at which the LR drops")
+    p.add_argument("--lr_gamma", type=float, help="offline: LR factor at each milestone")
+    p.add_argument("--selection", choices=("val", "last"), help="offline: keep the best-validation or last epoch")
+    p.add_argument("--norm_args", default="", metavar="K=V,...", help="norm-layer options, e.g. kappa=0.4,lambd=0.1")
+    p.add_argument("--method_args", default="", metavar="K=V,...", help="method options, e.g. alpha=0.1,beta=0.5")
+    p.add_argument("--data_args", default="", metavar="K=V,...", help="dataset options (seq-synth: image_size=32,...)")
+    p.add_argument("--data_root", default="data", help="where on-disk datasets live")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--out", type=Path, help="trial directory (default: results/engine/<trial id>)")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrialConfig:
+    raw = {k: v for k, v in vars(args).items() if k != "out" and v is not None}
+    for name in ("norm_args", "method_args", "data_args"):
+        raw[name] = parse_kv(raw.get(name, ""), f"--{name}")
+    return TrialConfig.from_dict(raw)
+
+
+def print_progress(event: dict) -> None:
+    if event["event"] == "task_end":
+        print(f"task {event['task'] + 1}/{event['n_tasks']}: class-IL {event['class_il_acc']:.2f}  "
+              f"task-IL {event['task_il_acc']:.2f}  ({event['steps']} steps, {event['wall_time_s']:.1f} s)",
+              file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from engine.trainer import run_trial
+
+    try:
+        cfg = config_from_args(args).resolved()
+        out = args.out or Path("results") / "engine" / cfg.trial_id()
+        result = run_trial(cfg, out, print_progress)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingError as exc:
+        print(f"training failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; run the same command to continue from the last finished task", file=sys.stderr)
+        return 130
+    m = result["metrics"]
+    print(f"class-IL faa {m['class_il']['faa']:.2f}  task-IL faa {m['task_il']['faa']:.2f}", file=sys.stderr)
+    print(Path(out) / "result.json")
+    return 0

@@ -1,0 +1,6 @@
+"""Continual-learning methods: one small file each over `base.Method`, one registry."""
+from engine.registry import Registry
+
+REGISTRY = Registry("model")
+
+from engine.methods import sgd, joint, er, er_ace, der, derpp  # noqa: E402,F401
