@@ -1,0 +1,88 @@
+"""Engine throughput: DER++ online on a CIFAR-10-shaped stream, whole process, on the CPU.
+
+Workload (issue 2): DER++, bs 10 / replay minibatch 10, reservoir buffer 500, ResNet-18 nf=64,
+5 tasks x 400 training images (32x32x3, seq-synth shaped like CIFAR-10) and 500 test images.
+Measures, in one run:
+- the engine as a user runs it (`python -m engine ...` in a fresh process): wall time, steps/s,
+  peak RSS of that process;
+- the floor: forward + backward + SGD step of ResNet-18 alone on batches of the same sizes
+  (10 rows for the first step, 30 after), no data pipeline, no buffer, no evaluation.
+Reference (issue 2): the AdaB2N implementation took 302-319 s wall and 1.1-1.5 GB peak RSS for
+this workload on this 2-core machine. Targets: wall <= 0.5x that, RSS < 1.0 GB, train time
+within 1.25x of the floor.
+
+    python benchmarks/engine_throughput.py [--device cpu]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REFERENCE_WALL_S = (302.0, 319.0)
+DATA_ARGS = "n_classes=10,train_per_class=200,test_per_class=50,image_size=32,channels=3"
+
+
+def run_engine(device: str) -> tuple[dict, float, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "engine", "--dataset", "seq-synth", "--data_args", DATA_ARGS,
+               "--model", "derpp", "--buffer_size", "500", "--buffer_mode", "reservoir",
+               "--bs", "10", "--minibatch_size", "10", "--backbone", "resnet18", "--lr", "0.03",
+               "--device", device, "--out", tmp]
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - start
+        peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        return json.loads((Path(tmp) / "result.json").read_text()), wall, peak_rss_mb
+
+
+def floor_time(steps: int, device: str) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from engine.backbones import build_backbone
+
+    torch.manual_seed(0)
+    net = build_backbone("resnet18", 3, 10).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=0.03)
+    batches = [torch.randn(10 if i == 0 else 30, 3, 32, 32, device=device) for i in range(8)]
+    labels = [torch.randint(0, 10, (b.shape[0],), device=device) for b in batches]
+    total = 0.0
+    for i in range(steps + 3):
+        x, y = batches[i % len(batches)], labels[i % len(batches)]
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+        if device != "cpu":
+            torch.cuda.synchronize()
+        if i >= 3:  # warm-up steps excluded
+            total += time.perf_counter() - start
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    result, wall, rss = run_engine(args.device)
+    floor = floor_time(result["steps"], args.device)
+    train = result["train_time_s"]
+    ref = sum(REFERENCE_WALL_S) / 2
+    print(f"device                 {result['device']}")
+    print(f"steps                  {result['steps']}")
+    print(f"wall (whole process)   {wall:8.1f} s   ratio to AdaB2N reference ({ref:.0f} s): {wall / ref:.2f}  (target <= 0.50)")
+    print(f"engine train time      {train:8.1f} s   steps/s {result['steps_per_s']:.2f}")
+    print(f"floor fwd+bwd+step     {floor:8.1f} s   engine/floor: {train / floor:.2f}  (target <= 1.25)")
+    print(f"peak RSS               {rss:8.0f} MB  (target < 1000 MB; reference 1100-1500 MB)")
+    print(f"class-IL faa           {result['metrics']['class_il']['faa']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

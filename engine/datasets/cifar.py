@@ -1,0 +1,134 @@
+"""seq-cifar10 (5 tasks x 2) and seq-cifar100 (10 tasks x 10): CIFAR in torchvision's on-disk format.
+
+Layout under the data root (what torchvision.datasets.CIFAR10/CIFAR100 download and untar):
+
+    <root>/cifar-10-batches-py/   data_batch_1 .. data_batch_5, test_batch, batches.meta
+    <root>/cifar-100-python/      train, test, meta
+
+Each data file is a pickle of {"data": uint8 [N, 3072] (R, G, B planes of a 32x32 image),
+"labels" (CIFAR-10) or "fine_labels" (CIFAR-100)}; the meta file holds the class names.
+Get them from https://www.cs.toronto.edu/~kriz/cifar.html ("python version") and untar into
+<root>. When they are missing and option download=True (the default) the archive is fetched and
+untarred there (its md5 is checked); without network this fails within seconds. Concurrent trials
+share one download through a lock file next to the folder.
+
+torchvision's readers are used with their per-file md5 checks off: the content is validated
+instead (uint8 images, labels in range), so re-packed files load too. The files are pickles:
+only point the root at data you trust (as with torchvision itself).
+
+Splits: the official 50000 train / 10000 test. Normalization and augmentation as mammoth and
+AdaB2N: RandomCrop(32, padding=4) + horizontal flip, the mean/std below.
+"""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+
+from engine.datasets import REGISTRY
+from engine.datasets.base import DatasetSpec, RawData
+from engine.datasets.files import file_lock, one_line
+from engine.errors import ConfigError
+from engine.options import Option
+
+CONNECT_TIMEOUT_S = 5.0   # no network -> fail fast instead of hanging a trial
+READ_TIMEOUT_S = 30.0     # a stalled transfer fails instead of hanging forever
+
+OPTIONS = {"download": Option(bool, True, "download CIFAR into data_root when it is missing")}
+
+
+def _files(cls) -> list[str]:
+    return [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+
+
+def _missing(cls, root: Path) -> list[str]:
+    return [name for name in _files(cls) if not (root / cls.base_folder / name).is_file()]
+
+
+def _fetch(cls, root: Path) -> None:
+    """Download and untar `cls.url` into root with bounded waits (torchvision's urlopen has none)."""
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    socket.create_connection((urlparse(cls.url).hostname, 443), timeout=CONNECT_TIMEOUT_S).close()
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(READ_TIMEOUT_S)  # process-wide, so restored right after
+    try:
+        download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _reader(cls):
+    """torchvision's reader without its per-file md5 checks (content is validated instead)."""
+    return type(cls.__name__, (cls,), {
+        "train_list": [[name, None] for name, _ in cls.train_list],
+        "test_list": [[name, None] for name, _ in cls.test_list],
+        "meta": {**cls.meta, "md5": None},
+    })
+
+
+def _load(name: str, title: str, n_classes: int, root: Path, o: Mapping[str, Any]) -> RawData:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls = CIFAR10 if n_classes == 10 else CIFAR100
+    folder = root / cls.base_folder
+    how = f"put the python version of {title} there ({cls.url}, untarred) or pass --data_root"
+    missing = _missing(cls, root)
+    if missing and not o["download"]:
+        raise ConfigError(f"{name}: no {title} at {folder} (missing {missing[0]}; download=False); {how}")
+    if missing:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            with file_lock(root / f".{cls.base_folder}.lock"):
+                if _missing(cls, root):  # another trial may have fetched it while we waited
+                    _fetch(cls, root)
+        except Exception as err:  # no network, bad archive, full disk: one message for all
+            raise ConfigError(f"{name}: no {title} at {folder} (download failed: {one_line(err)}); {how}") from err
+        missing = _missing(cls, root)
+        if missing:
+            raise ConfigError(f"{name}: the download left no {missing[0]} in {folder}; {how}")
+
+    reader = _reader(cls)
+    try:
+        train, test = reader(str(root), train=True), reader(str(root), train=False)
+    except Exception as err:  # a damaged pickle can raise nearly anything
+        raise ConfigError(f"{name}: cannot read {title} at {folder} ({one_line(err)}); "
+                          f"delete the folder and re-run with download=True, or {how}") from err
+    x_train, y_train = _tensors(train, n_classes, f"{name}: {folder} (train)", how)
+    x_test, y_test = _tensors(test, n_classes, f"{name}: {folder} (test)", how)
+    return RawData(x_train, y_train, x_test, y_test, n_classes=n_classes)
+
+
+def _tensors(ds, n_classes: int, where: str, how: str) -> tuple[torch.Tensor, torch.Tensor]:
+    data, y = ds.data, np.asarray(ds.targets)
+    if data.dtype != np.uint8 or len(data) == 0 or len(y) != len(data) or y.min() < 0 or y.max() >= n_classes:
+        raise ConfigError(f"{where} holds {len(data)} {data.dtype} images and {len(y)} labels "
+                          f"(want uint8 images and labels 0..{n_classes - 1}); {how}")
+    # torchvision turned the planes into NHWC; back to NCHW (contiguous again, usually no copy)
+    x = torch.from_numpy(np.ascontiguousarray(data.transpose(0, 3, 1, 2)))
+    return x, torch.from_numpy(y.astype(np.int64))
+
+
+def load_cifar10(root: Path, options: Mapping[str, Any]) -> RawData:
+    return _load("seq-cifar10", "CIFAR-10", 10, root, options)
+
+
+def load_cifar100(root: Path, options: Mapping[str, Any]) -> RawData:
+    return _load("seq-cifar100", "CIFAR-100", 100, root, options)
+
+
+REGISTRY.register("seq-cifar10")(DatasetSpec(
+    name="seq-cifar10", load=load_cifar10, n_tasks=5,
+    mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2615), crop_padding=4, flip=True,
+    default_backbone="resnet18", options=OPTIONS,
+    source="<data_root>/cifar-10-batches-py (torchvision format; downloaded when missing)"))
+
+REGISTRY.register("seq-cifar100")(DatasetSpec(
+    name="seq-cifar100", load=load_cifar100, n_tasks=10,
+    mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761), crop_padding=4, flip=True,
+    default_backbone="resnet18", options=OPTIONS,
+    source="<data_root>/cifar-100-python (torchvision format; downloaded when missing)"))

@@ -1,0 +1,81 @@
+"""End-to-end engine behaviour on tiny real workloads: resume, determinism, every method."""
+import json
+
+import pytest
+import torch
+
+from engine.errors import TrainingError
+from engine.methods import REGISTRY as METHODS
+from engine.results import CHECKPOINT_FILE, RESULT_FILE
+from engine.trainer import run_trial
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_after(task_index):
+    def progress(event):
+        if event["event"] == "task_end" and event["task"] == task_index:
+            raise Crash()
+    return progress
+
+
+@pytest.mark.parametrize("model", ["derpp", "er_ace"])
+def test_interrupted_trial_resumes_to_the_same_metrics(tmp_path, tiny_cfg, model):
+    cfg = tiny_cfg(model=model, seed=1)
+    whole = run_trial(cfg, tmp_path / "whole")
+    with pytest.raises(Crash):
+        run_trial(cfg, tmp_path / "cut", progress=crash_after(1))
+    assert (tmp_path / "cut" / CHECKPOINT_FILE).exists() and not (tmp_path / "cut" / RESULT_FILE).exists()
+    tasks_seen = []
+    resumed = run_trial(cfg, tmp_path / "cut", progress=lambda e: tasks_seen.append(e["task"]))
+    assert tasks_seen == [2, 3, 4]                      # continued from the last finished task
+    assert resumed["acc_matrix"] == whole["acc_matrix"]
+    assert resumed["metrics"] == whole["metrics"]
+    assert resumed["steps"] == whole["steps"]
+    assert not (tmp_path / "cut" / CHECKPOINT_FILE).exists()
+
+
+def test_same_config_and_seed_give_identical_metrics(tmp_path, tiny_cfg):
+    a = run_trial(tiny_cfg(model="der", seed=2), tmp_path / "a")
+    b = run_trial(tiny_cfg(model="der", seed=2), tmp_path / "b")
+    assert a["acc_matrix"] == b["acc_matrix"] and a["trial_id"] == b["trial_id"]
+    c = run_trial(tiny_cfg(model="der", seed=3), tmp_path / "c")
+    assert c["trial_id"] != a["trial_id"]
+
+
+def test_finished_trial_is_not_run_again(tmp_path, tiny_cfg):
+    cfg = tiny_cfg(model="sgd")
+    first = run_trial(cfg, tmp_path)
+    events = []
+    again = run_trial(cfg, tmp_path, progress=events.append)
+    assert events == [] and again == first
+
+
+@pytest.mark.parametrize("model", METHODS.names())
+def test_every_method_gives_finite_metrics_and_a_complete_result(tmp_path, tiny_cfg, model):
+    result = run_trial(tiny_cfg(model=model), tmp_path)
+    on_disk = json.loads((tmp_path / RESULT_FILE).read_text())
+    assert on_disk == result
+    assert result["status"] == "finished" and result["config"]["model"] == model
+    assert len(result["acc_matrix"]["class_il"]) == 5
+    assert [len(row) for row in result["acc_matrix"]["task_il"]] == [1, 2, 3, 4, 5]
+    for kind in ("class_il", "task_il"):
+        for name, value in result["metrics"][kind].items():
+            assert value is not None and torch.isfinite(torch.tensor(value)), (kind, name)
+    assert result["steps"] > 0 and result["steps_per_s"] > 0 and result["device"] == "cpu"
+
+
+def test_non_finite_loss_fails_naming_task_and_step_without_result(tmp_path, tiny_cfg):
+    with pytest.raises(TrainingError, match=r"non-finite loss .* task 1/5, epoch 1, step \d+"):
+        run_trial(tiny_cfg(model="er", lr=1e30), tmp_path)
+    assert not (tmp_path / RESULT_FILE).exists()
+
+
+def test_offline_setting_runs_epochs_with_a_schedule(tmp_path, tiny_cfg):
+    result = run_trial(tiny_cfg(setting="offline", epochs=2, lr_milestones=(1,), n_tasks=2), tmp_path)
+    cfg = result["config"]
+    assert cfg["epochs"] == 2 and cfg["lr_milestones"] == [1] and cfg["weight_decay"] > 0
+    per_task_steps = 2 * -(-(12 * 5) // 4)   # 2 epochs x ceil(60 rows / bs 4)
+    assert result["steps"] == 2 * per_task_steps
