@@ -14,11 +14,30 @@ from engine.errors import ConfigError, TrainingError
 from engine.options import parse_kv
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    def _get_help_string(self, action):  # "(default: None)" says nothing: the help text explains
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def options_epilog() -> str:
+    """Every pluggable part's options, so --help documents --norm_args/--method_args/--data_args."""
+    from engine import datasets, methods, norms
+    from engine.options import describe
+
+    lines = ["norm options (--norm_args):"]
+    lines += [f"  {n}: {describe(norms.REGISTRY.get(n).options)}" for n in norms.REGISTRY.names()]
+    lines.append("method options (--method_args):")
+    lines += [f"  {n}: {describe(methods.REGISTRY.get(n).OPTIONS)}" for n in methods.REGISTRY.names()]
+    lines.append("dataset options (--data_args):")
+    lines += [f"  {n}: {describe(datasets.REGISTRY.get(n).options)}" for n in datasets.REGISTRY.names()]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from engine import backbones, datasets, methods, norms
 
-    p = argparse.ArgumentParser(
-        prog="python -m engine", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m engine", description=__doc__, epilog=options_epilog(),
+                                formatter_class=_Formatter)
     p.add_argument("--dataset", default="seq-digits", help=f"one of: {', '.join(datasets.REGISTRY.names())}")
     p.add_argument("--model", default="er", help=f"CL method, one of: {', '.join(methods.REGISTRY.names())}")
     p.add_argument("--norm", default="bn", help=f"normalization layer replacing every BatchNorm2d, one of: "
@@ -40,9 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr_milestones", type=int, nargs="*", help="offline: epochs at which the LR drops")
     p.add_argument("--lr_gamma", type=float, help="offline: LR factor at each milestone")
     p.add_argument("--selection", choices=("val", "last"), help="offline: keep the best-validation or last epoch")
-    p.add_argument("--norm_args", default="", metavar="K=V,...", help="norm-layer options, e.g. kappa=0.4,lambd=0.1")
-    p.add_argument("--method_args", default="", metavar="K=V,...", help="method options, e.g. alpha=0.1,beta=0.5")
-    p.add_argument("--data_args", default="", metavar="K=V,...", help="dataset options (seq-synth: image_size=32,...)")
+    p.add_argument("--norm_args", metavar="K=V,...", help="norm-layer options, e.g. kappa=0.4,lambd=0.1")
+    p.add_argument("--method_args", metavar="K=V,...", help="method options, e.g. alpha=0.1,beta=0.5")
+    p.add_argument("--data_args", metavar="K=V,...", help="dataset options (seq-synth: image_size=32,...)")
     p.add_argument("--data_root", default="data", help="where on-disk datasets live")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--out", type=Path, help="trial directory (default: results/engine/<trial id>)")

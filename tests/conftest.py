@@ -6,6 +6,12 @@ import pytest
 # Keep torch from oversubscribing the 2-core CI machine when tests run Ray workers beside it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: starts real Ray clusters or launcher subprocesses "
+                                       "(deselect with -m 'not slow')")
+
+
 TINY_SYNTH = {"train_per_class": 12, "test_per_class": 4, "image_size": 8}
 
 

@@ -120,4 +120,4 @@ def _probe_bn_inputs(net: nn.Module, input_shape: tuple[int, ...]) -> dict[str, 
 
 
 # Families register themselves on import; importing them here keeps the registry complete.
-from engine.norms import bn  # noqa: E402,F401
+from engine.norms import adab2n, bn, brn, cn, simple, tbbn  # noqa: E402,F401

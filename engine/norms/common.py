@@ -1,0 +1,76 @@
+"""Pieces shared by the layer families: BN-shaped state, BN's own paths, the layout hook."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.norms.layout import BatchLayout
+
+
+def largest_divisor_at_most(n: int, limit: int) -> int:
+    """The group count for `n` channels: `limit` if it divides `n`, else the largest divisor below it."""
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+def copy_parameter(p: nn.Parameter | None) -> nn.Parameter | None:
+    return None if p is None else nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
+
+
+class BatchStatNorm(nn.Module):
+    """A layer with BatchNorm2d's parameters and buffers, under BatchNorm2d's names.
+
+    The state is copied from the replaced BatchNorm2d, so a BN checkpoint loads into it and its
+    state_dict loads into a BN. Subclasses change the training forward only; `_bn_train` is
+    BatchNorm2d's training path and `_bn_eval` is F.batch_norm on the running stats.
+    """
+
+    def __init__(self, bn: nn.BatchNorm2d):
+        super().__init__()
+        if not bn.track_running_stats:
+            raise ValueError(f"{type(self).__name__} needs a BatchNorm2d that tracks running stats")
+        self.num_features, self.eps, self.momentum, self.affine = bn.num_features, bn.eps, bn.momentum, bn.affine
+        self.weight = copy_parameter(bn.weight)
+        self.bias = copy_parameter(bn.bias)
+        self.register_buffer("running_mean", bn.running_mean.detach().clone())
+        self.register_buffer("running_var", bn.running_var.detach().clone())
+        self.register_buffer("num_batches_tracked", bn.num_batches_tracked.detach().clone())
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
+
+    def _count_batch(self) -> float | torch.Tensor:
+        """Advance num_batches_tracked; return BN's running-average factor for this batch."""
+        self.num_batches_tracked.add_(1)
+        return 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+
+    def _bn_train(self, x: torch.Tensor) -> torch.Tensor:
+        """Exactly nn.BatchNorm2d's training forward (running var gets the unbiased batch var)."""
+        factor = self._count_batch()
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, factor, self.eps)
+
+    def _bn_eval(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+
+class LayoutNorm(BatchStatNorm):
+    """A BatchStatNorm told the batch composition before each training forward.
+
+    A layout serves exactly one training forward, so a forward the method did not announce
+    (a stray train-mode forward, a second forward on other rows) falls back to plain BN instead of
+    silently reusing a stale composition.
+    """
+
+    def __init__(self, bn: nn.BatchNorm2d):
+        super().__init__(bn)
+        self._layout: BatchLayout | None = None
+
+    def set_layout(self, layout: BatchLayout) -> None:
+        self._layout = layout
+
+    def _take_layout(self, n_rows: int) -> BatchLayout | None:
+        layout, self._layout = self._layout, None
+        if layout is not None and layout.task_ids.shape[0] != n_rows:
+            raise ValueError(f"{type(self).__name__}: the layout describes {layout.task_ids.shape[0]} rows, "
+                             f"the batch has {n_rows}")
+        return layout

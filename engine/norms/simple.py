@@ -1,0 +1,50 @@
+"""Batch-independent layers: LN, IN, GN (torch's own modules; no running stats, no hooks)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from engine.norms import REGISTRY, NormContext, NormFamily
+from engine.norms.common import largest_divisor_at_most
+from engine.options import Option
+
+
+def _like(module: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
+    """Put a new module on the replaced BN's device and dtype."""
+    ref = next((t for t in (bn.weight, bn.running_mean) if t is not None), None)
+    return module if ref is None else module.to(device=ref.device, dtype=ref.dtype)
+
+
+def make_ln(bn: nn.BatchNorm2d, ctx: NormContext, **_) -> nn.Module:
+    """Layer norm over [C,H,W] per sample; the per-element affine starts from BN's per-channel one."""
+    shape = tuple(ctx.feature_shapes[ctx.name])
+    ln = nn.LayerNorm(shape, eps=bn.eps, elementwise_affine=bn.affine)
+    if bn.affine:
+        with torch.no_grad():
+            ln.weight.copy_(bn.weight.view(-1, 1, 1).expand(shape))
+            ln.bias.copy_(bn.bias.view(-1, 1, 1).expand(shape))
+    return _like(ln, bn)
+
+
+def make_in(bn: nn.BatchNorm2d, ctx: NormContext, **_) -> nn.Module:
+    return nn.InstanceNorm2d(bn.num_features, eps=bn.eps, affine=False, track_running_stats=False)
+
+
+def make_gn(bn: nn.BatchNorm2d, ctx: NormContext, *, groups: int) -> nn.Module:
+    """Group norm; a channel count `groups` does not divide gets the largest divisor below it."""
+    gn = nn.GroupNorm(largest_divisor_at_most(bn.num_features, groups), bn.num_features,
+                      eps=bn.eps, affine=bn.affine)
+    gn = _like(gn, bn)
+    if bn.affine:
+        with torch.no_grad():
+            gn.weight.copy_(bn.weight)
+            gn.bias.copy_(bn.bias)
+    return gn
+
+
+GN_OPTIONS = {"groups": Option(int, 32, low=1,
+                             doc="groups G; the largest divisor of C not above G when G does not divide C")}
+
+REGISTRY.register("ln")(NormFamily(make=make_ln, options={}, needs_shapes=True))
+REGISTRY.register("in")(NormFamily(make=make_in, options={}))
+REGISTRY.register("gn")(NormFamily(make=make_gn, options=GN_OPTIONS))

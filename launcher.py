@@ -1,0 +1,242 @@
+"""Run a grid of continual-learning trials on Ray Tune: `python launcher.py --num_seeds 3 --methods tbbn adab2n`.
+
+Replaces AdaB2N's run.py and keeps its flags. The grid is seed x dataset x layer (--methods) x
+model x buffer size x each layer's hyper-grid; it is printed with what is already done, and
+starts after `Confirm? (y/n)` (or --yes). Re-running the same command (same --name) runs only
+the trials without a finished result.json. Exit status: 0 all trials finished, 1 some failed
+(listed with their log files), 2 bad input, 130 interrupted (run the same command to continue).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+S = argparse.SUPPRESS  # unset flags stay absent, so a preset (--config) can fill them
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python launcher.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("run.py's flags (same names and meaning)")
+    g.add_argument("--interpreter", default=S, help="Python to run under; the launcher re-executes itself "
+                                                    "with it when it differs (default: this one)")
+    g.add_argument("--coldsecs", type=float, default=S, help="minimum seconds between two trial starts "
+                                                             "(default 0: Ray places trials; run.py: 15)")
+    g.add_argument("--waitsecs", type=float, default=S, help="seconds between GPU probes while every GPU is "
+                                                             "busy (default 25)")
+    g.add_argument("--usage_threshold", type=float, default=S, help="a GPU is idle when its memory used "
+                                                                    "fraction and utilization are below this (default 0.3)")
+    g.add_argument("--logdir", default=S, help="one log file per trial, named after its run "
+                                               "(default: <results_dir>/<name>/_logs)")
+    g.add_argument("--models", nargs="+", default=S, help="CL methods (default: derpp er_ace)")
+    g.add_argument("--num_seeds", type=int, default=S, help="seeds 0..N-1 (default 3)")
+    g.add_argument("--bs", type=int, default=S, help="batch size (default: the setting's, online 10)")
+    g.add_argument("--epochs", type=int, default=S, help="epochs per task (default: the setting's, online 1)")
+    g.add_argument("--datasets", nargs="+", default=S,
+                   help="datasets (default: seq-cifar10 seq-cifar100 seq-miniimg)")
+    g.add_argument("--methods", nargs="+", default=S, help="normalization layers replacing BN "
+                                                           "(default: BN LN IN GN CN AdaB2N)")
+    g.add_argument("--buffer_mode", default=S, help="replay buffer: reservoir (default), ring, herding")
+    g.add_argument("--nowandb", action="store_true", default=S, help="no W&B logging")
+    g.add_argument("--wandb_project", default=S, help="W&B project prefix: <project>_<dataset> (default CL)")
+
+    o = p.add_argument_group("ours")
+    o.add_argument("--config", default=S, help="a preset from configs/sweeps/ (name or path); flags given "
+                                               "here override it")
+    o.add_argument("--name", default=S, help="the sweep; re-using a name resumes it (default: the preset's "
+                                             "name, else 'sweep')")
+    o.add_argument("--results_dir", default=S, help="where sweeps live (default: results)")
+    o.add_argument("--setting", default=S, help="online (default) or offline")
+    o.add_argument("--seeds", type=int, nargs="+", default=S, help="explicit seeds (instead of --num_seeds)")
+    o.add_argument("--buffer_sizes", type=int, nargs="+", default=S,
+                   help="buffer sizes for every dataset (default: run.py's per dataset)")
+    o.add_argument("--norm_grid", nargs="+", default=S, metavar="LAYER:K=V|V,...",
+                   help="a layer's hyper-grid, replacing its default; e.g. adab2n:kappa=0.4,lambd=0.1,ada_t0=1 "
+                        "(one point) or adab2n:kappa=0.1|0.4 (two); 'adab2n:' = its defaults")
+    o.add_argument("--data_args", nargs="+", default=S, metavar="[DATASET:]K=V,...",
+                   help="dataset options, e.g. seq-synth:image_size=8,train_per_class=8")
+    o.add_argument("--trial_args", nargs="+", default=S, metavar="K=V|V,...",
+                   help="other trial fields for every trial, '|' sweeps them, e.g. lr=0.03|0.1 n_tasks=5")
+    o.add_argument("--data_root", default=S, help="where on-disk datasets live (default: data)")
+    o.add_argument("--gpus_per_trial", type=float, default=S,
+                   help="GPUs per trial; fractional packs trials on a GPU, e.g. 0.25 (default: 1 with GPUs, "
+                        "else 0)")
+    o.add_argument("--cpus_per_trial", type=float, default=S, help="CPUs per trial (default 1)")
+    o.add_argument("--max_failures", type=int, default=S, help="retries of a crashed trial (default 2); "
+                                                               "a non-finite loss is never retried")
+    o.add_argument("--address", default=S, help="join this Ray cluster (host:port or auto) instead of "
+                                                "starting one; --results_dir must be on shared storage")
+    o.add_argument("--dashboard_port", type=int, default=S, help="local dashboard port (default 8265 or the "
+                                                                  "next free one)")
+    o.add_argument("--dry_run", action="store_true", default=False, help="print the grid and exit")
+    o.add_argument("--yes", action="store_true", default=False, help="start without asking")
+    return p
+
+
+RUN_DEFAULTS = {"results_dir": "results", "coldsecs": 0.0, "waitsecs": 25.0, "usage_threshold": 0.3,
+                "logdir": None, "gpus_per_trial": None, "cpus_per_trial": 1.0, "max_failures": 2,
+                "nowandb": False, "wandb_project": "CL", "address": None, "dashboard_port": None}
+
+
+def maybe_reexec(interpreter: str | None, argv: list[str]) -> None:
+    """run.py's --interpreter: run the launcher under that Python (once; no loop)."""
+    if not interpreter or os.environ.get("NORMSWEEP_REEXEC"):
+        return
+    target = shutil.which(interpreter) or interpreter
+    if os.path.realpath(target) == os.path.realpath(sys.executable):
+        return
+    if not os.access(target, os.X_OK):
+        print(f"error: --interpreter {interpreter!r} is not an executable", file=sys.stderr)
+        sys.exit(2)
+    os.environ["NORMSWEEP_REEXEC"] = "1"
+    os.execv(target, [target, os.path.abspath(__file__), *argv])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = vars(build_parser().parse_args(argv))
+    maybe_reexec(args.pop("interpreter", None), argv)
+    dry_run, yes = args.pop("dry_run"), args.pop("yes")
+
+    from engine.errors import ConfigError
+    from orchestrator import sweep
+
+    try:
+        preset = sweep.load_preset(args["config"]) if "config" in args else {}
+        flags = {**RUN_DEFAULTS, **preset, **args}
+        flags.setdefault("name", Path(args["config"]).stem if "config" in args else "sweep")
+        flags["data_root"] = str(Path(flags.get("data_root", "data")).expanduser().resolve())
+        run = _run_flags(flags)
+        spec = sweep.spec_from_flags({k: v for k, v in flags.items() if k in sweep.DEFAULTS})
+        from orchestrator.ledger import SweepDir
+        sweep_dir = SweepDir(flags["results_dir"], str(flags["name"]))
+        if run["address"]:
+            from orchestrator.cluster import check_address
+            check_address(run["address"])
+        trials = sweep.expand(spec)
+        finished = {t.trial_id for t in trials if sweep_dir.is_done(t.trial_id)}
+        done = [t for t in trials if t.trial_id in finished]
+        pending = [t for t in trials if t.trial_id not in finished]
+        print(f"Sweep '{sweep_dir.name}' in {sweep_dir.root}")
+        print("\n".join(sweep.summarize_grid(spec, trials)))
+        print(f"  {len(done)} already finished, {len(pending)} to run")
+        if dry_run:
+            for t in pending[:50]:
+                print(f"    {t.trial_id}  {t.run_name}")
+            if len(pending) > 50:
+                print(f"    ... and {len(pending) - 50} more")
+            return 0
+        sweep_dir.check_writable()
+        if not pending:
+            print("Nothing to run: every trial of this grid has finished.")
+            _report(sweep_dir.root)
+            return 0
+        if not yes and not _confirm():
+            print("Not started.")
+            return 0
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return _launch(pending, len(done), sweep_dir, run)
+
+
+def _run_flags(flags: dict) -> dict:
+    """The options of how trials run (not what they compute), checked."""
+    from engine.errors import ConfigError
+
+    run = {k: flags[k] for k in RUN_DEFAULTS}
+    if run["cpus_per_trial"] <= 0:
+        raise ConfigError(f"--cpus_per_trial {run['cpus_per_trial']:g} must be positive")
+    if run["gpus_per_trial"] is not None and run["gpus_per_trial"] < 0:
+        raise ConfigError(f"--gpus_per_trial {run['gpus_per_trial']:g} must be 0 or more")
+    if run["max_failures"] < 0:
+        raise ConfigError(f"--max_failures {run['max_failures']} must be 0 or more")
+    if not 0 < run["usage_threshold"] <= 1:
+        raise ConfigError(f"--usage_threshold {run['usage_threshold']:g} must be in (0, 1]")
+    if run["waitsecs"] <= 0 or run["coldsecs"] < 0:
+        raise ConfigError("--waitsecs must be positive and --coldsecs 0 or more")
+    return run
+
+
+def _confirm() -> bool:
+    from engine.errors import ConfigError
+
+    if not sys.stdin or not sys.stdin.isatty():
+        raise ConfigError("stdin is not a terminal, so nobody can confirm: pass --yes to start "
+                          "(or --dry_run to only print the grid)")
+    print("Confirm? (y/n) ", end="", flush=True)
+    try:
+        return input().strip().lower() == "y"
+    except EOFError:
+        return False
+
+
+def _launch(pending, n_done: int, sweep_dir, run: dict) -> int:
+    from engine.errors import ConfigError
+    from orchestrator import cluster, runner, tracking
+
+    wandb_mode, wandb_note = tracking.choose_mode(run["nowandb"])
+    opts = cluster.ClusterOptions(address=run["address"], usage_threshold=run["usage_threshold"],
+                                  waitsecs=run["waitsecs"], want_gpus=run["gpus_per_trial"] != 0,
+                                  dashboard_port=run["dashboard_port"])
+    try:
+        with cluster.session(opts, say=print) as info:
+            gpus_per_trial, note = cluster.fit_trial_resources(info, run["cpus_per_trial"], run["gpus_per_trial"])
+            # (a local start has already said why there is no GPU)
+            for line in info.notes + ([note] if note and not info.notes else []) + cluster.dashboard_lines(info):
+                print(line)
+            if run["address"]:
+                cluster.check_shared_storage(sweep_dir.root)
+            if wandb_note:
+                print(wandb_note)
+            if wandb_mode == "offline":
+                print(tracking.sync_hint(sweep_dir.wandb))
+            print(f"Running {len(pending)} trials ({run['cpus_per_trial']:g} CPU, {gpus_per_trial:g} GPU each; "
+                  f"{info.nodes} node(s)); logs in {Path(runner.log_file_for(pending[0], sweep_dir, run['logdir'])).parent}")
+            outcome = runner.run_sweep(pending, sweep_dir, runner.RunOptions(
+                cpus_per_trial=run["cpus_per_trial"], gpus_per_trial=gpus_per_trial,
+                max_failures=run["max_failures"], coldsecs=run["coldsecs"], logdir=run["logdir"],
+                wandb_mode=wandb_mode, wandb_project=run["wandb_project"]), already_done=n_done)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        outcome = runner.SweepOutcome(interrupted=True)
+    if outcome.interrupted:
+        print("Interrupted. Finished trials are kept; run the same command to continue "
+              "(running trials resume from their last finished task).", file=sys.stderr)
+        return 130
+    _report(sweep_dir.root)
+    if outcome.failed:
+        print(f"{len(outcome.failed)} of {len(pending)} trials failed:", file=sys.stderr)
+        for f in outcome.failed:
+            print(f"  {f.run_name}: {f.error}\n    log: {f.log_file}", file=sys.stderr)
+        return 1
+    print(f"All {len(pending) + n_done} trials finished.")
+    return 0
+
+
+def _report(sweep_root: Path) -> None:
+    """Aggregate with orchestrator.report (tables, plots) and print where they are."""
+    try:
+        from orchestrator.report import build_report, summary_text
+    except ImportError as exc:
+        print(f"(no report: orchestrator.report is not available: {exc}); results are in {sweep_root}")
+        return
+    try:
+        print(summary_text(build_report(sweep_root)))
+    except ValueError as exc:  # ReportError: e.g. no finished trial yet
+        print(f"report: {exc}")
+    except Exception as exc:  # a report bug must not hide the sweep's own outcome
+        print(f"report failed ({type(exc).__name__}: {exc}); results are in {sweep_root}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C at the prompt or while waiting for a GPU
+        print("\nInterrupted.", file=sys.stderr)
+        sys.exit(130)

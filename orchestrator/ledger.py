@@ -1,0 +1,93 @@
+"""The sweep directory on disk: what is planned, done and failed (the report module reads it).
+
+    <results_dir>/<sweep>/<trial_id>/config.json   written when the trial is planned
+                                    /result.json   written by the engine: the only proof of done
+                                    /error.json    the trial failed: {"trial_id", "error", "log_file"}
+                                    /checkpoint.pt the engine's last task boundary (while running)
+    <results_dir>/<sweep>/_logs/     one log file per trial (default --logdir)
+    <results_dir>/<sweep>/_tune/     Ray Tune's experiment state and task-boundary checkpoints
+    <results_dir>/<sweep>/_wandb/    W&B run directories (offline runs wait here for `wandb sync`)
+
+Directories starting with "_" are not trials. All writes are atomic (temp file + rename).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError
+from engine.results import read_result, write_json
+
+CONFIG_FILE = "config.json"
+ERROR_FILE = "error.json"
+
+
+class SweepDir:
+    def __init__(self, results_dir: str | Path, name: str):
+        if not name or "/" in name or name.startswith((".", "_")):
+            raise ConfigError(f"--name {name!r}: use a plain directory name (no '/', not starting with '.' or '_')")
+        self.root = Path(results_dir).expanduser().resolve() / name
+        self.name = name
+
+    # ---- layout -----------------------------------------------------------------------------
+    def trial_dir(self, trial_id: str) -> Path:
+        return self.root / trial_id
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "_logs"
+
+    @property
+    def tune(self) -> Path:
+        return self.root / "_tune"
+
+    @property
+    def wandb(self) -> Path:
+        return self.root / "_wandb"
+
+    def check_writable(self) -> None:
+        """One line, before Ray starts, when the results directory cannot be written."""
+        probe = self.root / ".write_probe"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"results directory {str(self.root)!r} is not writable: "
+                              f"{exc.strerror or exc}") from None
+
+    # ---- state ------------------------------------------------------------------------------
+    def is_done(self, trial_id: str) -> bool:
+        result = read_result(self.trial_dir(trial_id))
+        return result is not None and result.get("trial_id") == trial_id
+
+    def record_planned(self, trial_id: str, run_name: str, config: dict[str, Any], log_file: str | None) -> None:
+        write_json(self.trial_dir(trial_id) / CONFIG_FILE,
+                   {"trial_id": trial_id, "run_name": run_name, "config": config, "log_file": log_file})
+
+    def planned(self, trial_id: str) -> dict[str, Any] | None:
+        return _read_json(self.trial_dir(trial_id) / CONFIG_FILE)
+
+
+def record_error(trial_dir: str | Path, trial_id: str, error: str, log_file: str | None) -> None:
+    """error.json for a failed trial (module-level: the trial process writes it too)."""
+    one_line = " ".join(str(error).split())[:500]
+    write_json(Path(trial_dir) / ERROR_FILE, {"trial_id": trial_id, "error": one_line, "log_file": log_file})
+
+
+def clear_error(trial_dir: str | Path) -> None:
+    """A trial that later succeeded is not failed: its stale error.json goes."""
+    (Path(trial_dir) / ERROR_FILE).unlink(missing_ok=True)
+
+
+def read_error(trial_dir: str | Path) -> dict[str, Any] | None:
+    return _read_json(Path(trial_dir) / ERROR_FILE)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return payload if isinstance(payload, dict) else None

@@ -1,0 +1,255 @@
+"""Run the pending trials of a sweep on Ray Tune (an initialized Ray: see cluster.session).
+
+Resume is ours, not Tune's: every launch is a fresh Tune experiment over the trials whose
+directory has no finished result.json (the ledger), so adding seeds or layers to a named sweep
+runs only the new trials, and nothing finished runs twice. Within a launch Tune retries a
+crashed trial (FailureConfig), and the engine continues it from its last task-boundary
+checkpoint. Tune's own experiment folders live under <sweep>/_tune/ and are only bookkeeping.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from ray import tune
+from ray.tune.logger import JsonLoggerCallback
+
+from orchestrator.ledger import SweepDir, clear_error, read_error, record_error
+from orchestrator.progress import ProgressBoard
+from orchestrator.sweep import PlannedTrial
+from orchestrator import tracking
+
+# Tune's console output, its automatic CSV/TensorBoard loggers and its Ctrl-C handler give way
+# to ours (progress line, the sweep directory, exit status 130); its JSON logger is kept.
+TUNE_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+            "TUNE_DISABLE_SIGINT_HANDLER": "1", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+
+
+@dataclass
+class RunOptions:
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0          # already fitted to the cluster (cluster.fit_trial_resources)
+    max_failures: int = 2
+    coldsecs: float = 0.0
+    logdir: Path | None = None           # None: <sweep>/_logs
+    wandb_mode: str = "disabled"         # online | offline | disabled (tracking.choose_mode)
+    wandb_project: str = "CL"
+    reuse_actors: bool = True            # one process runs many trials: no interpreter start per trial
+    tune_checkpoints: bool = True        # hand each task-boundary checkpoint to Tune (retries on any node)
+    progress_every_s: float = 30.0
+
+
+@dataclass
+class Failure:
+    trial_id: str
+    run_name: str
+    error: str
+    log_file: str | None
+
+
+@dataclass
+class SweepOutcome:
+    finished: list[str] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    interrupted: bool = False
+    last_results: dict[str, dict] = field(default_factory=dict)   # trial id -> last reported metrics
+    makespan_s: float = 0.0
+
+
+def log_file_for(trial: PlannedTrial, sweep: SweepDir, logdir: Path | None) -> str:
+    return str((Path(logdir).expanduser().resolve() if logdir else sweep.logs) / f"{trial.run_name}.txt")
+
+
+def payload(trial: PlannedTrial, sweep: SweepDir, opts: RunOptions) -> dict[str, Any]:
+    """Everything the trial process needs, as plain data (it travels in Tune's trial config)."""
+    return {
+        "trial_id": trial.trial_id, "run_name": trial.run_name, "config": trial.config.to_dict(),
+        "out_dir": str(sweep.trial_dir(trial.trial_id)), "sweep_dir": str(sweep.root),
+        "log_file": log_file_for(trial, sweep, opts.logdir),
+        "cpus": opts.cpus_per_trial, "gpus": opts.gpus_per_trial, "coldsecs": opts.coldsecs,
+        "tune_checkpoints": opts.tune_checkpoints,
+        "wandb": tracking.run_settings(opts.wandb_mode, opts.wandb_project, trial.config.dataset, sweep.name,
+                                       trial.wandb_name or trial.run_name, trial.trial_id, sweep.wandb),
+    }
+
+
+def run_sweep(trials: list[PlannedTrial], sweep: SweepDir, opts: RunOptions, already_done: int = 0,
+              board_stream=None) -> SweepOutcome:
+    """Run `trials` (the pending ones) to the end; Ctrl-C -> outcome.interrupted."""
+    from orchestrator.trainable import train_one
+
+    outcome = SweepOutcome()
+    if not trials:
+        return outcome
+    payloads = [payload(t, sweep, opts) for t in trials]
+    for t, p in zip(trials, payloads):  # the ledger's "planned" record (report: pending until done)
+        sweep.record_planned(t.trial_id, t.run_name, p["config"], p["log_file"])
+    board = ProgressBoard({t.trial_id: t.config.n_tasks for t in trials},
+                          already_done=already_done, stream=board_stream, every_s=opts.progress_every_s)
+    callback = _SweepCallback(board, outcome)
+    tuner = tune.Tuner(
+        tune.with_resources(train_one, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}),
+        param_space={"trial": tune.grid_search(payloads)},
+        tune_config=tune.TuneConfig(reuse_actors=opts.reuse_actors,
+                                    trial_name_creator=lambda t: t.config["trial"]["run_name"],
+                                    trial_dirname_creator=lambda t: t.config["trial"]["trial_id"]),
+        run_config=tune.RunConfig(
+            name=time.strftime("run-%Y%m%d-%H%M%S"), storage_path=str(sweep.tune), verbose=0,
+            failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[callback, JsonLoggerCallback()]),  # JSON: Tune's own per-trial history
+    )
+    t0 = time.monotonic()
+    try:
+        with _env(TUNE_ENV), _tune_logs_to(sweep.tune / "driver.log"):
+            tuner.fit()
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+    finally:
+        board.close()
+        outcome.makespan_s = time.monotonic() - t0
+    _reconcile(trials, sweep, outcome)
+    _prune_tune_checkpoints(sweep, set(outcome.finished))
+    return outcome
+
+
+def _reconcile(trials: list[PlannedTrial], sweep: SweepDir, outcome: SweepOutcome) -> None:
+    """The files decide: result.json = finished (stale error.json removed), else failed."""
+    failed = {f.trial_id: f for f in outcome.failed}
+    outcome.finished, outcome.failed = [], []
+    for t in trials:
+        if sweep.is_done(t.trial_id):
+            clear_error(sweep.trial_dir(t.trial_id))
+            outcome.finished.append(t.trial_id)
+        elif t.trial_id in failed:
+            outcome.failed.append(failed[t.trial_id])
+        elif not outcome.interrupted:
+            err = read_error(sweep.trial_dir(t.trial_id)) or {}
+            outcome.failed.append(Failure(t.trial_id, t.run_name, err.get("error") or "did not finish",
+                                          (sweep.planned(t.trial_id) or {}).get("log_file")))
+
+
+def _prune_tune_checkpoints(sweep: SweepDir, finished: set[str]) -> None:
+    """A finished trial needs no task-boundary checkpoint: free the disk."""
+    for ckpt in sweep.tune.glob("*/*/checkpoint_*"):
+        if ckpt.parent.name in finished:
+            shutil.rmtree(ckpt, ignore_errors=True)
+
+
+def one_line(exc: BaseException | str | None) -> str:
+    """A trial's exception as one line: the user error's type and message, or what Ray says."""
+    from ray.exceptions import RayActorError
+
+    if exc is None:
+        return "unknown error"
+    if isinstance(exc, str):  # a traceback's text: its "SomeError: message" line, else the first
+        lines = [ln.strip() for ln in exc.splitlines() if ln.strip()]
+        errors = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt|Exit)\b", ln)]
+        return ((errors or lines or ["unknown error"])[-1 if errors else 0])[:300]
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and cause is not exc:   # RayTaskError wraps the user's
+        return one_line(cause)
+    if isinstance(exc, RayActorError):
+        return f"{type(exc).__name__}: the trial process died (killed, out of host memory, or crashed)"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+class _SweepCallback(tune.Callback):
+    """Driver side: feeds the progress board and records crashes in the sweep directory."""
+
+    def __init__(self, board: ProgressBoard, outcome: SweepOutcome):
+        self.board, self.outcome = board, outcome
+
+    @staticmethod
+    def _info(trial) -> dict[str, Any]:
+        return trial.config["trial"]
+
+    def on_step_end(self, iteration, trials, **info):
+        self.board.tick()
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.board.started_trial(self._info(trial)["trial_id"])
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        tid = self._info(trial)["trial_id"]
+        self.outcome.last_results[tid] = {k: v for k, v in result.items() if not isinstance(v, dict)}
+        self.board.reported(tid, result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        t = self._info(trial)
+        last = trial.last_result or {}
+        if last.get("status") == "failed":  # TrainingError: the trial wrote error.json itself
+            self._failed(t, str(last.get("error")), why="not retried")
+        else:
+            self.board.ended(t["trial_id"], ok=True)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        t = self._info(trial)
+        self.board.retried(f"retrying {t['run_name']} (failure {trial.num_failures}): "
+                           f"{one_line(_error_of(trial))}")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        t = self._info(trial)
+        error = one_line(_error_of(trial))
+        record_error(t["out_dir"], t["trial_id"], error, t["log_file"])
+        self._failed(t, error, why=f"{trial.num_failures} attempt(s)")
+
+    def _failed(self, t: dict[str, Any], error: str, why: str) -> None:
+        self.outcome.failed.append(Failure(t["trial_id"], t["run_name"], error, t["log_file"]))
+        self.board.ended(t["trial_id"], ok=False,
+                         line=f"FAILED {t['run_name']} ({why}): {error}\n  log: {t['log_file']}")
+
+
+def _error_of(trial) -> BaseException | str | None:
+    """The trial's last error, read from the driver-side copies Tune has just written
+    (its storage copies are synced later)."""
+    import ray.cloudpickle as cloudpickle
+
+    with contextlib.suppress(Exception):
+        if trial.pickled_error_file and os.path.exists(trial.pickled_error_file):
+            with open(trial.pickled_error_file, "rb") as fh:
+                return cloudpickle.load(fh)
+    with contextlib.suppress(Exception):
+        if trial.error_file and os.path.exists(trial.error_file):
+            last = Path(trial.error_file).read_text().rsplit("Failure #", 1)[-1]
+            return last.split("\n", 1)[-1]  # drop "N (occurred at ...)"
+    return None
+
+
+@contextlib.contextmanager
+def _env(values: dict[str, str]) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _tune_logs_to(path: Path) -> Iterator[None]:
+    """Tune's driver-side log (trial tracebacks, warnings) goes to a file, not the terminal:
+    the progress line and our one-line failures are what the terminal shows."""
+    logger = logging.getLogger("ray.tune")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    saved = logger.handlers[:], logger.propagate
+    logger.handlers, logger.propagate = [handler], False
+    try:
+        yield
+    finally:
+        logger.handlers, logger.propagate = saved
+        handler.close()

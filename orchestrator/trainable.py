@@ -1,0 +1,226 @@
+"""The function Ray Tune runs for one trial: engine trial -> `tune.report` after every task.
+
+`config["trial"]` is plain data built by the runner (resolved engine config, paths, W&B
+settings). The engine resumes by itself from `<out_dir>/checkpoint.pt`; every task-boundary
+report also hands that checkpoint to Tune, so a retried trial whose directory lost it (another
+node, a wiped scratch disk) gets it back from Tune's storage and continues rather than restarts.
+
+Failures: a non-finite loss (TrainingError) or a config the engine rejects is deterministic:
+the trial records error.json and ends *without raising*, so Tune does not retry it. Anything
+else (a killed process, CUDA OOM) raises, and Tune retries up to --max_failures.
+"""
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import fcntl
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator, TextIO
+
+from orchestrator.ledger import clear_error, record_error
+
+CKPT_NAME = "checkpoint.pt"
+EPOCH_REPORT_EVERY_S = 10.0
+
+
+def train_one(config: dict[str, Any]) -> None:
+    """Tune's function trainable."""
+    trial = config["trial"]
+    out_dir = Path(trial["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if trial["gpus"] == 0:  # belt and braces with RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=1
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    with _trial_log(trial["log_file"]) as log, _exclusive(out_dir, log):
+        for stale in out_dir.glob(".tune_ckpt_*"):  # left by a process killed while reporting
+            shutil.rmtree(stale, ignore_errors=True)
+        _cold_start_gate(trial, log)
+        _run(trial, out_dir, log)
+
+
+def _run(trial: dict[str, Any], out_dir: Path, log: TextIO) -> None:
+    import ray
+    import torch
+    from ray import tune
+
+    from engine.config import TrialConfig
+    from engine.errors import ConfigError, TrainingError
+    from engine.trainer import run_trial
+    from orchestrator.tracking import TrialRun
+
+    def say(line: str) -> None:
+        print(f"[{datetime.now():%H:%M:%S}] {line}", file=log, flush=True)
+
+    torch.set_num_threads(max(1, int(trial["cpus"])))
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # "Checkpoint successfully created" per task
+    cfg = TrialConfig.from_dict(trial["config"])
+    n_tasks = cfg.n_tasks
+    resumed = _restore_from_tune(out_dir, say)
+    say(f"start: pid {os.getpid()} on {socket.gethostname()}, "
+        f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')!r}, {resumed}")
+    say("same trial by hand: " + engine_command(trial["config"], out_dir))
+    wandb_run = TrialRun(trial["wandb"], {"trial_id": trial["trial_id"], "run_name": trial["run_name"],
+                                          **trial["config"]}, say)
+    last_epoch_report = [0.0]
+    # where the trial runs, in every report (tests and the dashboard: GPU packing, nodes)
+    where = {"node_id": ray.get_runtime_context().get_node_id(),
+             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")}
+
+    def progress(event: dict[str, Any]) -> None:
+        if event["event"] == "task_end":
+            k = event["task"] + 1
+            say(f"task {k}/{event['n_tasks']}: class-IL {event['class_il_acc']:.2f}  "
+                f"task-IL {event['task_il_acc']:.2f}  ({event['steps']} steps, {event['wall_time_s']:.1f} s)")
+            metrics = {**where, "task": k, "tasks_done": k, "n_tasks": event["n_tasks"], "class_il_acc": event["class_il_acc"],
+                       "task_il_acc": event["task_il_acc"], "steps": event["steps"],
+                       "trial_time_s": event["wall_time_s"], "status": "running"}
+            wandb_run.log({k_: v for k_, v in metrics.items() if isinstance(v, (int, float))}, step=k)
+            if trial.get("tune_checkpoints", True):
+                _report_with_checkpoint(tune, metrics, Path(event["checkpoint"]))
+            else:
+                tune.report(metrics)
+        elif event["event"] == "epoch_end" and time.monotonic() - last_epoch_report[0] > EPOCH_REPORT_EVERY_S:
+            last_epoch_report[0] = time.monotonic()
+            tune.report({**where, "task": event["task"] + 1, "tasks_done": event["task"],
+                         "epoch": event["epoch"] + 1, "epochs": event["epochs"], "n_tasks": n_tasks,
+                         "status": "running"})
+
+    try:
+        result = run_trial(cfg, out_dir, progress)
+    except (TrainingError, ConfigError) as exc:  # deterministic: fail now, no retry
+        say(f"FAILED (not retried): {exc}")
+        record_error(out_dir, trial["trial_id"], str(exc), trial["log_file"])
+        wandb_run.finish(failed=True)
+        tune.report({**where, "status": "failed", "error": str(exc), "n_tasks": n_tasks})
+        return
+    except BaseException:
+        say("crashed (Tune retries it up to --max_failures):\n" + traceback.format_exc())
+        wandb_run.finish(failed=True)
+        raise
+    clear_error(out_dir)
+    final = flat_metrics(result)
+    wandb_run.summary(final)
+    wandb_run.finish()
+    say(f"finished: class-IL faa {final['class_il_faa']:.2f}  task-IL faa {final['task_il_faa']:.2f}  "
+        f"({result['wall_time_s']:.1f} s)")
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the actor may be reused for the next trial
+    tune.report({**where, **final, "task": n_tasks, "tasks_done": n_tasks, "n_tasks": n_tasks,
+                 "status": "finished"})
+
+
+def flat_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    out = {f"{kind}_{name}": value for kind, metrics in result["metrics"].items()
+           for name, value in metrics.items()}
+    out.update(trial_time_s=result["wall_time_s"], steps=result["steps"], steps_per_s=result["steps_per_s"])
+    return out
+
+
+def engine_command(config: dict[str, Any], out_dir: Path) -> str:
+    """The `python -m engine` line that runs (or resumes) this very trial by hand."""
+    parts = ["python -m engine"]
+    for key, value in config.items():
+        if value is None or value == {}:
+            continue
+        if isinstance(value, dict):
+            value = ",".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            value = " ".join(map(str, value))
+            if not value:
+                continue
+        parts.append(f"--{key} {value}")
+    return " ".join(parts + [f"--out {out_dir}"])
+
+
+# ---- checkpoints through Tune -------------------------------------------------------------------
+
+def _report_with_checkpoint(tune, metrics: dict[str, Any], ckpt: Path) -> None:
+    # A hard link in a temp dir beside the checkpoint: no copy until Tune persists it.
+    with tempfile.TemporaryDirectory(dir=ckpt.parent, prefix=".tune_ckpt_") as tmp:
+        try:
+            os.link(ckpt, Path(tmp) / CKPT_NAME)
+        except OSError:
+            shutil.copy2(ckpt, Path(tmp) / CKPT_NAME)
+        (Path(tmp) / "progress.json").write_text(json.dumps({"tasks_done": metrics["tasks_done"]}))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _restore_from_tune(out_dir: Path, say) -> str:
+    """Put Tune's last checkpoint back when the trial directory lacks one; say where we start."""
+    from ray import tune
+    from engine.results import read_result
+
+    local = out_dir / CKPT_NAME
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return "resuming from its checkpoint" if local.exists() else "from the start"
+    with checkpoint.as_directory() as d:
+        done = json.loads((Path(d) / "progress.json").read_text()).get("tasks_done", "?")
+        if not local.exists() and read_result(out_dir) is None:
+            tmp = out_dir / f".{CKPT_NAME}.restore"
+            shutil.copy2(Path(d) / CKPT_NAME, tmp)
+            os.replace(tmp, local)
+            say(f"restored the checkpoint after task {done} from Tune's storage")
+    return f"retry: resuming after task {done}"
+
+
+# ---- process plumbing -----------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _trial_log(path: str | None) -> Iterator[TextIO]:
+    """Everything the trial prints (and a fatal-signal traceback) goes to its own log file."""
+    if path is None:
+        yield sys.stderr
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", buffering=1) as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        faulthandler.enable(file=log)
+        try:
+            yield log
+        finally:
+            faulthandler.disable()
+
+
+@contextlib.contextmanager
+def _exclusive(out_dir: Path, log: TextIO) -> Iterator[None]:
+    """One process per trial directory: an orphan of a killed launcher may still run it.
+    The lock dies with its process (kill -9 included)."""
+    with open(out_dir / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("another process runs this trial; waiting for it to end", file=log, flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _cold_start_gate(trial: dict[str, Any], log: TextIO) -> None:
+    """--coldsecs: at least this many seconds between two trial starts in the sweep (run.py's
+    cool-down, for workloads whose start-up spikes memory). 0 (default): no gate."""
+    secs = float(trial.get("coldsecs") or 0)
+    if secs <= 0:
+        return
+    gate = Path(trial["sweep_dir"]) / ".coldstart"
+    with open(gate, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # serializes starts; the sleep happens under the lock
+        fh.seek(0)
+        try:
+            last = float(fh.read().strip() or 0)
+        except ValueError:
+            last = 0.0
+        wait = last + secs - time.time()
+        if wait > 0:
+            print(f"cold start: waiting {wait:.1f} s (--coldsecs)", file=log, flush=True)
+            time.sleep(wait)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(time.time()))
