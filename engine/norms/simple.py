@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from engine.norms import REGISTRY, NormContext, NormFamily
+from engine.errors import ConfigError
 from engine.norms.common import largest_divisor_at_most
 from engine.options import Option
 
@@ -27,6 +28,11 @@ def make_ln(bn: nn.BatchNorm2d, ctx: NormContext, **_) -> nn.Module:
 
 
 def make_in(bn: nn.BatchNorm2d, ctx: NormContext, **_) -> nn.Module:
+    c, h, w = ctx.feature_shapes[ctx.name]
+    if h * w == 1:  # one value per channel and sample: instance statistics are undefined
+        raise ConfigError(f"norm in needs more than one spatial position per channel, but layer {ctx.name} "
+                          f"sees {h}x{w} maps for this input size; use larger images (e.g. seq-synth "
+                          "image_size=16) or another layer")
     return nn.InstanceNorm2d(bn.num_features, eps=bn.eps, affine=False, track_running_stats=False)
 
 
@@ -46,5 +52,5 @@ GN_OPTIONS = {"groups": Option(int, 32, low=1,
                              doc="groups G; the largest divisor of C not above G when G does not divide C")}
 
 REGISTRY.register("ln")(NormFamily(make=make_ln, options={}, needs_shapes=True))
-REGISTRY.register("in")(NormFamily(make=make_in, options={}))
+REGISTRY.register("in")(NormFamily(make=make_in, options={}, needs_shapes=True))
 REGISTRY.register("gn")(NormFamily(make=make_gn, options=GN_OPTIONS))
