@@ -2,7 +2,8 @@
 
 Precedence for every field left unset (None): explicit value > configs/best_args.yaml for
 (dataset, setting, model, buffer size) > best_args for (dataset, setting, model) > best_args
-for (dataset, setting) > the setting's protocol defaults (algorithms.md §1).
+for (dataset, setting) > the method's defaults for the setting (`Method.SETTING_DEFAULTS`)
+> the setting's protocol defaults (algorithms.md §1).
 The resolved config is what result.json stores, so every run can be reproduced from it.
 """
 from __future__ import annotations
@@ -28,8 +29,11 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
     "online": dict(epochs=1, bs=10, minibatch_size=10, lr=0.1, momentum=0.0, weight_decay=0.0,
                    lr_milestones=(), lr_gamma=1.0, selection="last"),
     "offline": dict(epochs=160, bs=48, minibatch_size=16, lr=0.1, momentum=0.0, weight_decay=1e-4,
-                    lr_milestones=(80, 120), lr_gamma=0.1, selection="last"),
+                    lr_milestones=(80, 120), lr_gamma=0.1, selection="val"),
 }
+# Between the protocol defaults and best_args sit the method's own per-setting defaults
+# (`Method.SETTING_DEFAULTS`): mammoth's methods train offline without a validation split
+# (selection "last"); the TBBN/FACIL exemplar methods keep the protocol's "val".
 # Fields that say where/how a trial runs, not what it computes: excluded from the trial id.
 RUNTIME_FIELDS = ("device", "data_root")
 OPTION_FIELDS = ("norm_args", "method_args", "data_args")
@@ -45,8 +49,8 @@ class TrialConfig:
     seed: int = 0
     setting: str = "online"
     epochs: int | None = None
-    bs: int | None = None                 # current-task rows per step
-    minibatch_size: int | None = None     # replay rows per step (per replay draw)
+    bs: int | None = None                 # current rows per step (exemplar methods at t=0: bs + minibatch_size)
+    minibatch_size: int | None = None     # replay rows per step (per replay draw; exemplar rows offline)
     lr: float | None = None
     n_tasks: int | None = None            # None: the dataset's standard split
     nc_first_task: int | None = None      # classes in the first task (offline protocol); None: even split
@@ -55,7 +59,7 @@ class TrialConfig:
     weight_decay: float | None = None
     lr_milestones: tuple[int, ...] | None = None
     lr_gamma: float | None = None
-    selection: str | None = None          # offline: "val" best epoch on a 10% split, or "last"
+    selection: str | None = None          # offline: "val" (best epoch on a 10% per-class split) or "last"
     norm_args: Mapping[str, Any] = field(default_factory=dict)
     method_args: Mapping[str, Any] = field(default_factory=dict)
     data_args: Mapping[str, Any] = field(default_factory=dict)
@@ -109,7 +113,9 @@ class TrialConfig:
         dataset = datasets.REGISTRY.canonical(self.dataset)
         model = methods.REGISTRY.canonical(self.model)
         norm = norms.REGISTRY.canonical(self.norm)
+        method_cls = methods.REGISTRY.get(model)
         values = dict(PROTOCOL_DEFAULTS[self.setting])
+        values.update(method_cls.SETTING_DEFAULTS.get(self.setting, {}))
         values.update(_best_args(dataset, self.setting, model, self.buffer_size))
         explicit = {k: v for k, v in self.to_dict().items() if v is not None}
         for name in OPTION_FIELDS:  # option dicts merge key by key, explicit keys winning
@@ -117,7 +123,6 @@ class TrialConfig:
         values.update(explicit)
         values.update(dataset=dataset, model=model, norm=norm)
 
-        method_cls = methods.REGISTRY.get(model)
         values["method_args"] = method_cls.resolve_options(values["method_args"])
         values["norm_args"] = norms.resolve_options(norm, values["norm_args"], setting=self.setting)
         values["data_args"] = datasets.resolve_options(dataset, values["data_args"])

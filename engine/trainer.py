@@ -4,6 +4,12 @@
 both call it. It resumes from `out_dir/checkpoint.pt` (the last finished task) when present,
 returns the finished result immediately when `out_dir/result.json` already holds this trial,
 and writes result.json atomically only at the end.
+
+A task (`train_task`) is one or more stages (EEIL adds a balanced finetuning) of epochs. Offline,
+every stage starts a fresh SGD with its MultiStep schedule (FACIL), and with selection "val" a
+10% per-class split of the task picks the best epoch. The exemplar methods' batches are
+`[bs current | minibatch_size exemplars]` from two shuffled streams (`epoch_batches`); the online
+methods draw their replay inside the step.
 """
 from __future__ import annotations
 
@@ -23,13 +29,14 @@ from engine.config import TrialConfig
 from engine.datasets import ContinualDataset, build_dataset
 from engine.errors import ConfigError, TrainingError
 from engine.methods import REGISTRY as METHODS
-from engine.methods.base import Method
+from engine.methods.base import Method, class_balanced_pick
 from engine.metrics import summarize
 from engine.results import (CHECKPOINT_FILE, SCHEMA, load_checkpoint, read_result, save_checkpoint,
                             write_json, RESULT_FILE)
 
 Progress = Callable[[dict[str, Any]], None]
 EVAL_CHUNK = 1024
+VAL_FRACTION = 0.1   # offline selection "val": per-class share of the task's training rows held out (FACIL)
 
 
 @dataclass
@@ -120,30 +127,142 @@ def run_trial(cfg: TrialConfig, out_dir: str | Path, progress: Progress | None =
 
 def train_task(method: Method, dataset: ContinualDataset, cfg: TrialConfig, task: int,
                notify: Progress) -> int:
-    """All epochs of one task; returns the number of optimizer steps."""
-    method.begin_task(task)
+    """All stages and epochs of one task; returns the number of optimizer steps.
+
+    Offline with selection "val": 10% of every class of the task is held out (FACIL's split) and
+    each stage keeps the epoch with the lowest validation loss (FACIL's `best_model`, restored at
+    the stage's end). The memory update and the method's end-of-task work follow the restore.
+    """
     seen = range(task + 1) if method.trains_on_seen_tasks else [task]
     x = torch.cat([dataset.tasks[k].x_train for k in seen])
     y = torch.cat([dataset.tasks[k].y_train for k in seen])
-    scheduler = None
-    if cfg.setting == "offline":  # FACIL: a fresh optimizer and LR schedule for every task
-        method.opt = method.make_optimizer()
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(method.opt, list(cfg.lr_milestones), cfg.lr_gamma)
-    steps = 0
-    for epoch in range(cfg.epochs):
-        order = torch.randperm(x.shape[0], device=x.device)
-        batches = order.split(cfg.bs)
+    val = None
+    if cfg.setting == "offline" and cfg.selection == "val":
+        train_rows, val_rows = validation_split(y, cfg.seed, task)
+        if val_rows.numel():
+            val = (x[val_rows], y[val_rows])
+            x, y = x[train_rows], y[train_rows]
+    method.begin_task(task, x, y)
+    stages = method.stages(task, y)
+    total_epochs = sum(stage.epochs for stage in stages)
+    steps = epoch_no = 0
+    for stage in stages:
+        sx, sy = (x, y) if stage.rows is None else (x[stage.rows], y[stage.rows])
+        scheduler = None
+        if method.fresh_optimizer_per_task():  # FACIL: a fresh optimizer and LR schedule every task (stage)
+            method.opt = method.make_optimizer(stage.lr)
+            scheduler = torch.optim.lr_scheduler.MultiStepLR(method.opt, list(cfg.lr_milestones or ()),
+                                                             cfg.lr_gamma)
+        memory = method.replay_memory()        # fixed while the task trains (memory-stream methods)
+        best = BestEpoch() if val is not None else None
+        for _ in range(stage.epochs):
+            losses = train_epoch(method, sx, sy, memory, cfg)
+            steps += len(losses)
+            if losses:
+                _check_finite(torch.stack(losses), task, epoch_no, dataset.n_tasks)  # one host sync per epoch
+            event = {"event": "epoch_end", "task": task, "epoch": epoch_no, "epochs": total_epochs}
+            if best is not None:
+                event["val_loss"] = best.update(validation_loss(method, dataset, *val), epoch_no, method.net)
+            if scheduler is not None:
+                scheduler.step()
+            if total_epochs > 1:
+                notify(event)
+            epoch_no += 1
+        if best is not None:
+            best.restore(method.net)
+    method.end_task(task, x, y)
+    return steps
+
+
+def train_epoch(method: Method, x: torch.Tensor, y: torch.Tensor, memory: dict[str, torch.Tensor] | None,
+                cfg: TrialConfig) -> list[torch.Tensor]:
+    """One epoch over the current rows `x, y` (and the streamed memory); returns the step losses."""
+    losses = []
+    for cur, mem in epoch_batches(method, y.shape[0], memory, cfg):
+        replay = None if mem is None else {k: v[mem] for k, v in memory.items()}
+        losses.append(method.observe(x[cur], y[cur], replay))
+    return losses
+
+
+def epoch_batches(method: Method, n_rows: int, memory: dict[str, torch.Tensor] | None,
+                  cfg: TrialConfig) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Row indices of every step: (current rows, memory rows or None).
+
+    - online methods: `bs` current rows per step (replay is drawn inside the step);
+    - memory-stream methods, empty memory (t = 0): full batches of `bs + minibatch_size` current
+      rows (FACIL's 64, drop_last);
+    - memory-stream methods: two shuffled streams, `bs` current and `minibatch_size` memory rows
+      per step, current first; an epoch is the longer stream, the shorter one is cycled (a fresh
+      shuffle per pass; FACIL's itertools.cycle replays its first pass), and a step where either
+      stream has only a partial batch is skipped, as the TBBN code skips batches != 64.
+      A stream smaller than its batch size is one batch of all its rows.
+    """
+    device = method.device
+    if not method.memory_stream:
+        batches = torch.randperm(n_rows, device=device).split(cfg.bs)
         if len(batches) > 1 and batches[-1].numel() == 1:
             batches = batches[:-1]  # batch statistics of one row are undefined (BN raises)
-        losses = [method.observe(x[idx], y[idx]) for idx in batches]
-        steps += len(losses)
-        _check_finite(torch.stack(losses), task, epoch, dataset.n_tasks)  # one host sync per epoch
-        if scheduler is not None:
-            scheduler.step()
-        if cfg.epochs > 1:
-            notify({"event": "epoch_end", "task": task, "epoch": epoch, "epochs": cfg.epochs})
-    method.end_task(task)
-    return steps
+        return [(b, None) for b in batches]
+    if memory is None:
+        size = min(cfg.bs + cfg.minibatch_size, n_rows)
+        return [(b, None) for b in shuffled_stream(n_rows, size, -(-n_rows // size), device) if b is not None]
+    n_mem = next(iter(memory.values())).shape[0]
+    n_c, n_m = min(cfg.bs, n_rows), min(cfg.minibatch_size, n_mem)
+    length = max(-(-n_rows // n_c), -(-n_mem // n_m))
+    pairs = zip(shuffled_stream(n_rows, n_c, length, device), shuffled_stream(n_mem, n_m, length, device))
+    return [(c, m) for c, m in pairs if c is not None and m is not None]
+
+
+def shuffled_stream(n_rows: int, size: int, length: int, device: torch.device) -> list[torch.Tensor | None]:
+    """`length` batches of shuffled passes over `n_rows` rows (reshuffled every pass); a pass's
+    partial last batch is None."""
+    out: list[torch.Tensor | None] = []
+    while len(out) < length:
+        out += [b if b.numel() == size else None for b in torch.randperm(n_rows, device=device).split(size)]
+    return out[:length]
+
+
+def validation_split(y: torch.Tensor, seed: int, task: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train rows, validation rows): round(10%) of every class, at random (FACIL's get_data;
+    np.round and torch.round both round half to even). A generator of its own, seeded by trial
+    seed and task, keeps the split independent of the training RNG (and of resumes)."""
+    counts = torch.bincount(y.cpu())
+    n_val = torch.round(counts.double() * VAL_FRACTION).long()
+    g = torch.Generator().manual_seed(1_000_003 * (seed + 1) + task)
+    val_rows = class_balanced_pick(y.cpu(), n_val, g).to(y.device)
+    train_mask = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
+    train_mask[val_rows] = False
+    return train_mask.nonzero().squeeze(1), val_rows
+
+
+@torch.no_grad()
+def validation_loss(method: Method, dataset: ContinualDataset, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean validation loss, in eval mode, without augmentation (FACIL's eval on val_loader)."""
+    method.net.eval()
+    total = sum(method.validation_loss(dataset.normalize(xs), ys)
+                for xs, ys in zip(x.split(EVAL_CHUNK), y.split(EVAL_CHUNK)))
+    method.net.train()
+    return total / y.shape[0]
+
+
+class BestEpoch:
+    """The lowest-validation-loss epoch of a stage and a copy of the network then (on its device)."""
+
+    def __init__(self) -> None:
+        self.loss = math.inf
+        self.epoch: int | None = None
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def update(self, loss: torch.Tensor, epoch: int, net: torch.nn.Module) -> float:
+        value = float(loss)   # one host sync per epoch
+        if value < self.loss:  # strict: the earliest best epoch wins; NaN never does
+            self.loss, self.epoch = value, epoch
+            self.state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        return value
+
+    def restore(self, net: torch.nn.Module) -> None:
+        if self.state is not None:
+            net.load_state_dict(self.state)
 
 
 def _check_finite(losses: torch.Tensor, task: int, epoch: int, n_tasks: int) -> None:

@@ -12,4 +12,4 @@ def build_backbone(name: str, in_channels: int, n_classes: int) -> nn.Module:
     return REGISTRY.get(name)(in_channels, n_classes)
 
 
-from engine.backbones import resnet  # noqa: E402,F401
+from engine.backbones import resnet, resnet_imagenet  # noqa: E402,F401

@@ -3,4 +3,4 @@ from engine.registry import Registry
 
 REGISTRY = Registry("buffer_mode")
 
-from engine.buffers import reservoir, ring  # noqa: E402,F401
+from engine.buffers import herding, reservoir, ring  # noqa: E402,F401

@@ -32,4 +32,4 @@ def build_dataset(cfg, device: torch.device) -> ContinualDataset:
 
 
 # Families register themselves on import.
-from engine.datasets import cifar, digits, miniimg, synth, tinyimg  # noqa: E402,F401
+from engine.datasets import cifar, digits, imagenet100, miniimg, synth, tinyimg  # noqa: E402,F401

@@ -4,3 +4,4 @@ from engine.registry import Registry
 REGISTRY = Registry("model")
 
 from engine.methods import sgd, joint, er, er_ace, der, derpp  # noqa: E402,F401
+from engine.methods import finetune, lucir, icarl, eeil, ssil  # noqa: E402,F401

@@ -1,12 +1,25 @@
 """The method base: owns the training step, so a method file holds only what differs.
 
-One step: compose `[current | replay draws...]` from un-augmented rows, augment them together,
-tell the norm layers the layout, one forward, method loss + the norms' aux loss, backward,
-optimizer step, buffer update. Methods override `loss` (and, if they store more than the
-inputs, labels and task ids, `store`).
+One step: compose `[current | replay...]` from un-augmented rows, augment them together, tell the
+norm layers the layout, one forward, method loss + the norms' aux loss, backward, optimizer
+step, buffer update. Methods override `loss` (and, if they store more than the inputs, labels
+and task ids, `store`).
+
+Two families share it:
+- `Method` (mammoth's online methods): replay rows are a fresh random draw from the buffer at
+  every step, and the buffer takes every step's current rows (reservoir, ring).
+- `ExemplarMethod` (the offline TBBN/FACIL protocol: finetune, lucir, icarl, eeil, ssil): the
+  memory is fixed while a task trains and rebuilt at its end (herding, or the buffer's policy over
+  the task's rows); the trainer streams it beside the current rows, so every batch is
+  `[n_c current | n_m exemplars]` (48 + 16 by default); one block of class weights per task,
+  a fresh optimizer per task that holds only the seen tasks' weights; an optional frozen copy of
+  the previous model (`old_net`, checkpointed) for distillation.
+A herding buffer also works under the online methods (memory selected at task end, no per-step
+store); methods that store per-step extras (der/derpp logits) cannot use it.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
@@ -15,9 +28,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine import buffers, norms
+from engine.backbones.heads import TaskLinear
 from engine.errors import ConfigError
 from engine.norms import BatchLayout
 from engine.options import Option, resolve_options
+
+EMBED_CHUNK = 1024   # rows per eval-mode forward when embedding a whole set (herding, class means)
 
 
 @dataclass
@@ -29,16 +45,32 @@ class Batch:
     n_current: int
     replay: list[dict[str, torch.Tensor]]   # every replay draw's stored fields (un-augmented)
     slices: list[slice]             # rows of each replay draw in x
+    features: torch.Tensor | None = None    # backbone features of x, for methods with needs_features
 
     def current(self, t: torch.Tensor) -> torch.Tensor:
         return t[: self.n_current]
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One training stage of a task: epochs, learning rate, and which current rows (None: all).
+    Every task has a main stage; EEIL adds its balanced finetuning."""
+    name: str
+    epochs: int
+    lr: float
+    rows: torch.Tensor | None = None
+
+
 class Method:
     OPTIONS: ClassVar[Mapping[str, Option]] = {}
+    # Per-setting defaults below best_args (engine/config.py): mammoth trains offline without a
+    # validation split, so these methods keep the last epoch.
+    SETTING_DEFAULTS: ClassVar[Mapping[str, Mapping[str, Any]]] = {"offline": {"selection": "last"}}
     uses_buffer: ClassVar[bool] = True
     replay_draws: ClassVar[int] = 1       # independent replay minibatches per step (DER++: 2)
     trains_on_seen_tasks: ClassVar[bool] = False   # joint: every task's stream holds all seen data
+    memory_stream: ClassVar[bool] = False  # replay rows come from the trainer's stream over a fixed memory
+    needs_features: ClassVar[bool] = False  # loss reads batch.features (forward = head(features(x)))
 
     def __init__(self, net: nn.Module, dataset, cfg, device: torch.device):
         self.net, self.data, self.cfg, self.device = net, dataset, cfg, device
@@ -46,6 +78,14 @@ class Method:
         self.task = 0
         self.buffer = (buffers.REGISTRY.get(cfg.buffer_mode)(cfg.buffer_size, dataset.n_tasks, device)
                        if self.uses_buffer else None)
+        herding = getattr(self.buffer, "selects_at_task_end", False)
+        if herding and cfg.buffer_size < dataset.n_classes:
+            raise ConfigError(f"buffer_mode herding keeps buffer_size // seen classes exemplars per class: "
+                              f"buffer_size={cfg.buffer_size} must be at least the {dataset.n_classes} classes "
+                              f"of {dataset.name}")
+        # the memory changes only at task end: herding always, and under the exemplar protocol
+        self.memory_at_task_end = self.buffer is not None and (self.memory_stream or herding)
+        self.prepare_net()
         self.opt = self.make_optimizer()
 
     # ---- configuration --------------------------------------------------------------------
@@ -64,28 +104,58 @@ class Method:
             if cfg.buffer_mode == "ring" and cfg.n_tasks and cfg.buffer_size < cfg.n_tasks:
                 raise ConfigError(f"ring buffer_size={cfg.buffer_size} is smaller than n_tasks={cfg.n_tasks}: "
                                   "every task needs at least one slot")
+            if cfg.buffer_mode == "herding" and cls.store is not Method.store:
+                raise ConfigError(f"model {cfg.model} stores per-step extras (e.g. logits), but buffer_mode "
+                                  "herding selects exemplars at task end; use reservoir or ring")
 
-    def make_optimizer(self) -> torch.optim.Optimizer:
+    def prepare_net(self) -> None:
+        """Adapt the network before the optimizer is built (heads, LUCIR's last ReLU)."""
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
         frozen = norms.frozen_parameters(self.net)
-        params = [p for p in self.net.parameters() if id(p) not in frozen]
-        return torch.optim.SGD(params, lr=self.cfg.lr, momentum=self.cfg.momentum,
-                               weight_decay=self.cfg.weight_decay)
+        return [p for p in self.net.parameters() if id(p) not in frozen]
+
+    def make_optimizer(self, lr: float | None = None) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.trainable_parameters(), lr=self.cfg.lr if lr is None else lr,
+                               momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)
+
+    def fresh_optimizer_per_task(self) -> bool:
+        """FACIL: a new optimizer and LR schedule every task (offline), and always when the trainable
+        parameters change with the task (the exemplar methods' per-task heads)."""
+        return self.cfg.setting == "offline" or self.memory_stream
 
     # ---- task boundaries --------------------------------------------------------------------
-    def begin_task(self, task: int) -> None:
+    def begin_task(self, task: int, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
+        """`x, y`: the rows the task trains on (un-augmented; the validation split excluded)."""
         self.task = task
         norms.begin_task(self.net, task)
 
-    def end_task(self, task: int) -> None:
+    def stages(self, task: int, y: torch.Tensor) -> list[Stage]:
+        return [Stage("train", self.cfg.epochs, self.cfg.lr)]
+
+    def end_task(self, task: int, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
+        """After the last epoch (and the best-epoch restore): memory update, `finish_task`, norms."""
+        if self.memory_at_task_end and x is not None:
+            self.update_memory(task, x, y)
+        self.finish_task(task)
         norms.end_task(self.net)
 
+    def finish_task(self, task: int) -> None:
+        """Hook after the memory update (iCaRL's class means, the old-model snapshot)."""
+
     # ---- the step ---------------------------------------------------------------------------
-    def observe(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One training step on current rows (uint8, un-augmented); returns the detached loss."""
+    def observe(self, x: torch.Tensor, y: torch.Tensor,
+                memory: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """One training step on current rows (uint8, un-augmented) and, for memory-stream methods,
+        the exemplar rows the trainer streams; returns the detached loss."""
         self.net.train()
-        batch = self.compose(x, y)
+        batch = self.compose(x, y, memory)
         norms.set_layout(self.net, BatchLayout(batch.n_current, batch.task_ids, self.task))
-        logits = self.net(batch.x)
+        if self.needs_features:
+            batch.features = self.net.features(batch.x)
+            logits = self.net.head(batch.features)
+        else:
+            logits = self.net(batch.x)
         loss = self.loss(logits, batch)
         aux = norms.aux_loss(self.net)
         if aux is not None:
@@ -93,14 +163,18 @@ class Method:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        if self.buffer is not None:
+        if self.buffer is not None and not self.memory_at_task_end:
             self.store(x, y, logits[: batch.n_current].detach())
         return loss.detach()
 
-    def compose(self, x: torch.Tensor, y: torch.Tensor) -> Batch:
+    def compose(self, x: torch.Tensor, y: torch.Tensor, memory: dict[str, torch.Tensor] | None = None) -> Batch:
         n_c = x.shape[0]
-        draws = [] if self.buffer is None or self.buffer.is_empty() else \
-            [self.buffer.sample(self.cfg.minibatch_size) for _ in range(self.replay_draws)]
+        if memory is not None:
+            draws = [memory]
+        elif self.buffer is None or self.buffer.is_empty() or self.memory_stream:
+            draws = []
+        else:
+            draws = [self.buffer.sample(self.cfg.minibatch_size) for _ in range(self.replay_draws)]
         raw, ys = [x] + [d["x"] for d in draws], [y] + [d["y"] for d in draws]
         tasks = [torch.full_like(y, self.task)] + [d["task"] for d in draws]
         slices, start = [], n_c
@@ -115,11 +189,46 @@ class Method:
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
 
+    # ---- memory -----------------------------------------------------------------------------
+    def replay_memory(self) -> dict[str, torch.Tensor] | None:
+        """The fixed memory the trainer streams (memory-stream methods), or None."""
+        if not self.memory_stream or self.buffer is None or self.buffer.is_empty():
+            return None
+        return self.buffer.all()
+
+    @torch.no_grad()
+    def update_memory(self, task: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        """End of task: herding re-selects among the task's rows and the stored exemplars (FACIL's
+        candidates, current first); other buffers take the task's rows in random order."""
+        rows = {"x": x, "y": y, "task": self.data.task_of(y)}
+        if getattr(self.buffer, "selects_at_task_end", False):
+            if not self.buffer.is_empty():
+                stored = self.buffer.all()
+                rows = {k: torch.cat([v, stored[k]]) for k, v in rows.items()}
+            self.buffer.select(rows, self.embed(rows["x"]), n_classes=self.data.task_offsets[task + 1])
+        else:
+            order = torch.randperm(y.shape[0], device=y.device)
+            self.buffer.add(task, **{k: v[order] for k, v in rows.items()})
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features of un-augmented uint8 rows, in eval mode (herding, class means)."""
+        was_training = self.net.training
+        self.net.eval()
+        out = [self.net.features(self.data.normalize(chunk)) for chunk in x.split(EMBED_CHUNK)]
+        self.net.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, device=self.device)
+
     # ---- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores for normalized inputs, in eval mode (iCaRL overrides: nearest mean)."""
         return self.net(x)
+
+    @torch.no_grad()
+    def validation_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Summed loss on normalized validation rows, in eval mode (best-epoch selection)."""
+        return F.cross_entropy(self.net(x), y, reduction="sum")
 
     # ---- checkpointing ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -129,7 +238,8 @@ class Method:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["net"])
-        self.opt.load_state_dict(state["opt"])
+        if not self.fresh_optimizer_per_task():  # otherwise rebuilt before the next step anyway
+            self.opt.load_state_dict(state["opt"])
         if self.buffer is not None:
             self.buffer.load_state_dict(state["buffer"])
         self.load_extra_state(state["extra"])
@@ -141,5 +251,92 @@ class Method:
         pass
 
 
-def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, y)
+class ExemplarMethod(Method):
+    """Base of the offline exemplar methods (TBBN's protocol, FACIL's approaches); see the module doc."""
+    SETTING_DEFAULTS: ClassVar[Mapping[str, Mapping[str, Any]]] = {}   # offline: best epoch on validation
+    memory_stream = True
+    keeps_old_model: ClassVar[bool] = False   # snapshot the model at task end into old_net (checkpointed)
+
+    def __init__(self, *args, **kwargs):
+        self.old_net: nn.Module | None = None
+        super().__init__(*args, **kwargs)
+
+    def prepare_net(self) -> None:
+        self.net.head = self.make_head().to(self.device)
+
+    def make_head(self) -> nn.Module:
+        return TaskLinear(self.net.feature_dim, self.data.task_sizes)
+
+    def head_tasks(self) -> list[int]:
+        """Tasks whose head block the optimizer updates (FACIL with exemplars: every seen task)."""
+        return list(range(self.task + 1))
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        head = self.net.head
+        skip = norms.frozen_parameters(self.net) | {id(p) for p in head.parameters()}
+        backbone = [p for p in self.net.parameters() if id(p) not in skip]
+        return backbone + head.shared_parameters() + head.task_parameters(self.head_tasks())
+
+    # ---- class ranges of the current task (labels are remapped: task k owns [off[k], off[k+1])) ----
+    @property
+    def old_hi(self) -> int:
+        return self.data.task_offsets[self.task]
+
+    @property
+    def seen_hi(self) -> int:
+        return self.data.task_offsets[self.task + 1]
+
+    # ---- old model -------------------------------------------------------------------------
+    def finish_task(self, task: int) -> None:
+        if self.keeps_old_model:
+            self.old_net = freeze(copy.deepcopy(self.net))
+
+    @torch.no_grad()
+    def old_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.old_net(x)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"old_net": None if self.old_net is None else self.old_net.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if state.get("old_net") is not None:
+            self.old_net = copy.deepcopy(self.net)
+            self.old_net.load_state_dict(state["old_net"])
+            freeze(self.old_net)
+
+    # ---- loss helpers ------------------------------------------------------------------------
+    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Cross-entropy over the seen classes (FACIL: the heads that exist), on every row."""
+        return F.cross_entropy(logits[:, : self.seen_hi], batch.y)
+
+    @torch.no_grad()
+    def validation_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.net(x)[:, : self.seen_hi], y, reduction="sum")
+
+
+def freeze(net: nn.Module) -> nn.Module:
+    """A frozen reference copy: eval mode (running statistics), no gradients."""
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def taskwise_log_softmax(logits: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """log_softmax within each task's block of columns (SSIL's and EEIL's task-wise softmax)."""
+    return torch.cat([block.log_softmax(dim=1) for block in logits.split(sizes, dim=1)], dim=1)
+
+
+def class_balanced_pick(y: torch.Tensor, n_take: torch.Tensor,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Indices of a random subset holding `n_take[c]` rows of every label c (all rows when fewer),
+    ascending. Vectorised: one random key per row, ranked within its label."""
+    device = y.device
+    keys = torch.rand(y.shape[0], generator=generator, device=generator.device if generator else device).to(device)
+    order = torch.argsort(keys)
+    order = order[torch.argsort(y[order], stable=True)]               # by label, random inside a label
+    counts = torch.bincount(y, minlength=n_take.shape[0])
+    starts = counts.cumsum(0) - counts
+    labels = y[order]
+    rank = torch.arange(y.shape[0], device=device) - starts[labels]
+    return order[rank < n_take.to(device)[labels]].sort().values
