@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--dashboard_port", type=int, default=S, help="local dashboard port (default 8265 or the "
                                                                   "next free one)")
     o.add_argument("--dry_run", action="store_true", default=False, help="print the grid and exit")
+    o.add_argument("--report_only", action="store_true", default=False,
+                   help="aggregate the sweep --name into tables and plots, run nothing")
     o.add_argument("--yes", action="store_true", default=False, help="start without asking")
     return p
 
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = vars(build_parser().parse_args(argv))
     maybe_reexec(args.pop("interpreter", None), argv)
-    dry_run, yes = args.pop("dry_run"), args.pop("yes")
+    dry_run, yes, report_only = args.pop("dry_run"), args.pop("yes"), args.pop("report_only")
 
     from engine.errors import ConfigError
     from orchestrator import sweep
@@ -113,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = sweep.spec_from_flags({k: v for k, v in flags.items() if k in sweep.DEFAULTS})
         from orchestrator.ledger import SweepDir
         sweep_dir = SweepDir(flags["results_dir"], str(flags["name"]))
+        if report_only:
+            return _report_only(sweep_dir.root)
         if run["address"]:
             from orchestrator.cluster import check_address
             check_address(run["address"])
@@ -219,13 +223,21 @@ def _launch(pending, n_done: int, sweep_dir, run: dict) -> int:
     return 0
 
 
+def _report_only(sweep_root: Path) -> int:
+    from orchestrator.report import ReportError, build_report, summary_text
+
+    try:
+        print(summary_text(build_report(sweep_root)))
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _report(sweep_root: Path) -> None:
     """Aggregate with orchestrator.report (tables, plots) and print where they are."""
-    try:
-        from orchestrator.report import build_report, summary_text
-    except ImportError as exc:
-        print(f"(no report: orchestrator.report is not available: {exc}); results are in {sweep_root}")
-        return
+    from orchestrator.report import build_report, summary_text
+
     try:
         print(summary_text(build_report(sweep_root)))
     except ValueError as exc:  # ReportError: e.g. no finished trial yet

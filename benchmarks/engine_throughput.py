@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 REFERENCE_WALL_S = (302.0, 319.0)
+ROOT = Path(__file__).resolve().parents[1]
 DATA_ARGS = "n_classes=10,train_per_class=200,test_per_class=50,image_size=32,channels=3"
 
 
@@ -34,18 +35,35 @@ def run_engine(device: str) -> tuple[dict, float, float]:
                "--model", "derpp", "--buffer_size", "500", "--buffer_mode", "reservoir",
                "--bs", "10", "--minibatch_size", "10", "--backbone", "resnet18", "--lr", "0.03",
                "--device", device, "--out", tmp]
-        start = time.perf_counter()
-        subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL)
-        wall = time.perf_counter() - start
-        peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        _, wall, peak_rss_mb = run_measured(cmd)
         return json.loads((Path(tmp) / "result.json").read_text()), wall, peak_rss_mb
+
+
+def run_measured(cmd: list[str]) -> tuple[str, float, float]:
+    """Run `cmd`; its stdout, wall seconds and its own peak RSS in MB (os.wait4: this child only)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"{cmd[:4]} failed with status {proc.returncode}")
+    return out, time.perf_counter() - start, usage.ru_maxrss / 1024
+
+
+def floor_process(steps: int, device: str) -> tuple[float, float]:
+    """The floor in a fresh process of its own, so its peak RSS is a same-run baseline."""
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); "
+            f"import engine_throughput as b; print(b.floor_time({steps}, {device!r}))")
+    out, _, rss = run_measured([sys.executable, "-c", code])
+    return float(out.strip().splitlines()[-1]), rss
 
 
 def floor_time(steps: int, device: str) -> float:
     import torch
     import torch.nn.functional as F
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(ROOT))
     from engine.backbones import build_backbone
 
     torch.manual_seed(0)
@@ -72,7 +90,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     result, wall, rss = run_engine(args.device)
-    floor = floor_time(result["steps"], args.device)
+    floor, floor_rss = floor_process(result["steps"], args.device)
     train = result["train_time_s"]
     ref = sum(REFERENCE_WALL_S) / 2
     print(f"device                 {result['device']}")
@@ -81,6 +99,7 @@ def main() -> None:
     print(f"engine train time      {train:8.1f} s   steps/s {result['steps_per_s']:.2f}")
     print(f"floor fwd+bwd+step     {floor:8.1f} s   engine/floor: {train / floor:.2f}  (target <= 1.25)")
     print(f"peak RSS               {rss:8.0f} MB  (target < 1000 MB; reference 1100-1500 MB)")
+    print(f"peak RSS of the floor  {floor_rss:8.0f} MB  (the same steps in a bare torch loop, same run)")
     print(f"class-IL faa           {result['metrics']['class_il']['faa']:.2f}")
 
 

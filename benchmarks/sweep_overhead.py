@@ -7,7 +7,7 @@ makespan  = first trial submitted -> last trial finished, through Ray Tune (Ray 
 overhead  = (makespan - ideal) / trials
 For comparison, AdaB2N's run.py spends at least --coldsecs (15 s) per trial launch plus a fresh
 interpreter per trial (measured here as `python -m engine` for the same tiny trial).
-Results go to benchmarks/RESULTS_sweep.md by hand.
+Results go to benchmarks/RESULTS.md by hand.
 """
 from __future__ import annotations
 

@@ -105,6 +105,16 @@ def test_a_failing_trial_exits_1_with_its_log_and_wandb_runs_offline(tmp_path):
     runs = {p.name.rsplit("-", 1)[-1] for p in (sweep_dir / "_wandb" / "wandb").glob("offline-run-*")}
     assert runs == set(ids)                                  # one offline W&B run per trial
     assert "Sweep " in out and "trials.csv" in out           # the report's summary
+    (sweep_dir / "trials.csv").unlink()
+    rc = launcher.main(["--report_only", "--results_dir", str(tmp_path), "--name", "e2e"])
+    assert rc == 0 and (sweep_dir / "trials.csv").exists()    # re-aggregated, nothing run
+    assert len(list(sweep_dir.glob("*/config.json"))) == 2
+
+
+def test_report_only_on_a_sweep_without_results_is_exit_2(tmp_path, capsys):
+    rc = launcher.main(["--report_only", "--results_dir", str(tmp_path), "--name", "none"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

@@ -2,8 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from engine.errors import ConfigError
 
 try:
     import fcntl
@@ -35,3 +42,24 @@ def file_lock(path: Path) -> Iterator[None]:
     finally:
         if fh is not None:
             fh.close()  # releases the lock
+
+
+def decode_images(paths: list[Path], size: int, fit: Callable, name: str, how: str) -> torch.Tensor:
+    """Image files -> uint8 [N, 3, size, size]; `fit(rgb_image)` brings one PIL image to
+    size x size. Decoded on threads, since PIL decodes without the GIL; errors name the dataset
+    and say `how` to get the data."""
+    out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
+
+    def one(i: int) -> None:
+        from PIL import Image
+
+        try:
+            with Image.open(paths[i]) as im:
+                out[i] = np.asarray(fit(im.convert("RGB"))).transpose(2, 0, 1)
+        except Exception as err:  # missing, truncated or not an image
+            raise ConfigError(f"{name}: cannot decode {paths[i]} ({one_line(err)}); {how}") from err
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for _ in pool.map(one, range(len(paths))):  # re-raises the first failure
+            pass
+    return torch.from_numpy(out)

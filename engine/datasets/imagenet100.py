@@ -35,16 +35,15 @@ import contextlib
 import hashlib
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 
 from engine.datasets import REGISTRY
+from engine.datasets.files import decode_images
 from engine.datasets.base import DatasetSpec, RawData
-from engine.datasets.cifar import file_lock, one_line
+from engine.datasets.files import file_lock, one_line
 from engine.errors import ConfigError
 from engine.options import Option
 
@@ -130,30 +129,18 @@ def _label_map(n_classes: int, icarl_order: bool) -> torch.Tensor:
 
 
 def decode_resized(paths: list[Path], size: int, how: str) -> torch.Tensor:
-    """Image files -> uint8 [N, 3, size, size]: RGB, shorter side to size*256/224, center crop.
-    Threads, since PIL decodes without the GIL."""
-    from PIL import Image
-
+    """Image files -> uint8 [N, 3, size, size]: RGB, shorter side to size*256/224, center crop."""
     short = round(size * 256 / 224)
-    out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
 
-    def one(i: int) -> None:
-        try:
-            with Image.open(paths[i]) as im:
-                im = im.convert("RGB")
-                w, h = im.size
-                scale = short / min(w, h)
-                w, h = max(size, round(w * scale)), max(size, round(h * scale))
-                im = im.resize((w, h), Image.BILINEAR)
-                left, top = (w - size) // 2, (h - size) // 2
-                out[i] = np.asarray(im.crop((left, top, left + size, top + size))).transpose(2, 0, 1)
-        except Exception as err:  # missing, truncated or not an image
-            raise ConfigError(f"{NAME}: cannot decode {paths[i]} ({one_line(err)}); {how}") from err
+    def fit(im):
+        w, h = im.size
+        scale = short / min(w, h)
+        w, h = max(size, round(w * scale)), max(size, round(h * scale))
+        im = im.resize((w, h), 2)  # 2 = PIL's BILINEAR
+        left, top = (w - size) // 2, (h - size) // 2
+        return im.crop((left, top, left + size, top + size))
 
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for _ in pool.map(one, range(len(paths))):  # re-raises the first failure
-            pass
-    return torch.from_numpy(out)
+    return decode_images(paths, size, fit, NAME, how)
 
 
 def _read_cache(path: Path, n_train: int, n_test: int, size: int) -> dict | None:

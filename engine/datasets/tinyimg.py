@@ -27,15 +27,14 @@ import contextlib
 import hashlib
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 
 from engine.datasets import REGISTRY
 from engine.datasets.base import DatasetSpec, RawData
+from engine.datasets import files
 from engine.datasets.files import file_lock, one_line
 from engine.errors import ConfigError
 
@@ -115,25 +114,11 @@ def _read_text(path: Path, how: str) -> str:
 
 
 def decode_images(paths: list[Path], size: int, how: str) -> torch.Tensor:
-    """JPEG/PNG files -> uint8 [N, 3, size, size]; threads, since PIL decodes without the GIL."""
-    from PIL import Image
+    """JPEG/PNG files -> uint8 [N, 3, size, size], resized only when not size x size."""
+    def fit(im):
+        return im if im.size == (size, size) else im.resize((size, size), 2)  # 2 = PIL's BILINEAR
 
-    out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
-
-    def one(i: int) -> None:
-        try:
-            with Image.open(paths[i]) as im:
-                im = im.convert("RGB")
-                if im.size != (size, size):
-                    im = im.resize((size, size), Image.BILINEAR)
-                out[i] = np.asarray(im).transpose(2, 0, 1)
-        except Exception as err:  # missing, truncated or not an image
-            raise ConfigError(f"{NAME}: cannot decode {paths[i]} ({one_line(err)}); {how}") from err
-
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for _ in pool.map(one, range(len(paths))):  # re-raises the first failure
-            pass
-    return torch.from_numpy(out)
+    return files.decode_images(paths, size, fit, NAME, how)
 
 
 def _read_cache(path: Path, fingerprint: str, n_train: int, n_test: int) -> dict | None:

@@ -55,9 +55,9 @@ def install(net: nn.Module, name: str, *, n_tasks: int, setting: str, input_shap
     family = REGISTRY.get(name)
     opts = resolve_options(name, options, setting)
     shapes = _probe_bn_inputs(net, input_shape) if family.needs_shapes else {}
-    for qualname, bn in [(n, m) for n, m in net.named_modules() if isinstance(m, nn.BatchNorm2d)]:
+    for qualname, old in [(n, m) for n, m in net.named_modules() if isinstance(m, nn.BatchNorm2d)]:
         ctx = NormContext(n_tasks=n_tasks, setting=setting, feature_shapes=shapes, name=qualname)
-        _set_submodule(net, qualname, family.make(bn, ctx, **opts))
+        _set_submodule(net, qualname, family.make(old, ctx, **opts))
     hooked = [m for m in net.modules() if any(hasattr(m, h) for h in _HOOK_METHODS)]
     object.__setattr__(net, HOOKS_ATTR, hooked)  # plain attribute: not a registered submodule list
     return net
