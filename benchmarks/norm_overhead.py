@@ -49,13 +49,7 @@ FIXED = ["ln", "in", "gn", "cn", "brn"]
 class RepeatTBBN(TaskBalancedBN):
     """TBBN exactly as written in algorithms.md: fold, repeat the memory rows r times, BN, unfold."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return self._bn_eval(x)
-        layout = self._take_layout(x.shape[0])
-        r = 1 if layout is None else tbbn_split(layout.n_current, layout.n_memory, layout.task)
-        if r == 1:
-            return self._bn_train(x)
+    def _train_split(self, x: torch.Tensor, layout, r: int) -> torch.Tensor:
         n, c, h, w = x.shape
         n_c = layout.n_current
         z = torch.cat((x[:n_c].reshape(n_c // r, c * r, h, w), x[n_c:].repeat(1, r, 1, 1)))
@@ -68,12 +62,12 @@ class RepeatTBBN(TaskBalancedBN):
 
 
 def build(name: str, base: nn.Module, setting: str) -> nn.Module:
-    net = copy.deepcopy(base)
-    if name != "tbbn_repeat":
-        return norms.install(net, name, n_tasks=N_TASKS, setting=setting, input_shape=INPUT)
-    for qualname, bn in [(n, m) for n, m in net.named_modules() if isinstance(m, nn.BatchNorm2d)]:
-        parent, _, child = qualname.rpartition(".")
-        setattr(net.get_submodule(parent) if parent else net, child, RepeatTBBN(bn))
+    net = norms.install(copy.deepcopy(base), "tbbn" if name == "tbbn_repeat" else name,
+                        n_tasks=N_TASKS, setting=setting, input_shape=INPUT)
+    if name == "tbbn_repeat":  # same layers and hooks, literal training forward
+        for m in net.modules():
+            if isinstance(m, TaskBalancedBN):
+                m.__class__ = RepeatTBBN
     return net
 
 
@@ -84,16 +78,11 @@ class Trial:
         self.net = net
         frozen = norms.frozen_parameters(net)
         self.opt = torch.optim.SGD([p for p in net.parameters() if id(p) not in frozen], lr=0.01)
-        self.hooked = [m for m in net.modules() if hasattr(m, "set_layout")]
 
     def step(self, x: torch.Tensor, y: torch.Tensor, layout: BatchLayout) -> None:
         self.net.train()
-        for m in self.hooked:
-            m.set_layout(layout)
-        loss = F.cross_entropy(self.net(x), y)
-        aux = norms.aux_loss(self.net)
-        if aux is not None:
-            loss = loss + aux
+        norms.set_layout(self.net, layout)
+        loss = norms.add_aux_loss(self.net, F.cross_entropy(self.net(x), y))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

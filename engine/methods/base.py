@@ -156,10 +156,7 @@ class Method:
             logits = self.net.head(batch.features)
         else:
             logits = self.net(batch.x)
-        loss = self.loss(logits, batch)
-        aux = norms.aux_loss(self.net)
-        if aux is not None:
-            loss = loss + aux
+        loss = norms.add_aux_loss(self.net, self.loss(logits, batch))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

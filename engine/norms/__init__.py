@@ -19,7 +19,7 @@ from engine.options import Option, resolve_options as _resolve
 from engine.registry import Registry
 
 __all__ = ["BatchLayout", "NormContext", "NormFamily", "REGISTRY", "install", "set_layout",
-           "aux_loss", "begin_task", "end_task", "resolve_options", "frozen_parameters"]
+           "aux_loss", "add_aux_loss", "begin_task", "end_task", "resolve_options", "frozen_parameters"]
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def install(net: nn.Module, name: str, *, n_tasks: int, setting: str, input_shap
     return net
 
 
-_HOOK_METHODS = ("set_layout", "aux_loss", "begin_task", "end_task")
+_HOOK_METHODS = ("set_layout", "aux_loss", "add_aux_loss", "begin_task", "end_task")
 
 
 def _layers(net: nn.Module, method: str) -> list[nn.Module]:
@@ -79,6 +79,12 @@ def aux_loss(net: nn.Module) -> torch.Tensor | None:
     """Sum of the layers' regularizers after the last forward; None when no layer has one."""
     terms = [t for m in _layers(net, "aux_loss") if (t := m.aux_loss()) is not None]
     return torch.stack(terms).sum() if terms else None
+
+
+def add_aux_loss(net: nn.Module, loss: torch.Tensor) -> torch.Tensor:
+    """`loss` plus the layers' regularizers of the last forward (AdaB2N's), when there are any."""
+    aux = aux_loss(net)
+    return loss if aux is None else loss + aux
 
 
 def begin_task(net: nn.Module, task: int) -> None:
