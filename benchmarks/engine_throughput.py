@@ -6,7 +6,8 @@ Measures, in one run:
 - the engine as a user runs it (`python -m engine ...` in a fresh process): wall time, steps/s,
   peak RSS of that process;
 - the floor: forward + backward + SGD step of ResNet-18 alone on batches of the same sizes
-  (10 rows for the first step, 30 after), no data pipeline, no buffer, no evaluation.
+  (10 rows for the first step, 30 after), no data pipeline, no buffer, no evaluation, with the
+  engine's network placement (memory format) and optimizer.
 Reference (issue 2): the AdaB2N implementation took 302-319 s wall and 1.1-1.5 GB peak RSS for
 this workload on this 2-core machine. Targets: wall <= 0.5x that, RSS < 1.0 GB, train time
 within 1.25x of the floor.
@@ -65,10 +66,12 @@ def floor_time(steps: int, device: str) -> float:
 
     sys.path.insert(0, str(ROOT))
     from engine.backbones import build_backbone
+    from engine.device import place
+    from engine.optim import SGD
 
     torch.manual_seed(0)
-    net = build_backbone("resnet18", 3, 10).to(device)
-    opt = torch.optim.SGD(net.parameters(), lr=0.03)
+    net = place(build_backbone("resnet18", 3, 10), torch.device(device))  # the engine's memory format
+    opt = SGD(net.parameters(), lr=0.03)
     batches = [torch.randn(10 if i == 0 else 30, 3, 32, 32, device=device) for i in range(8)]
     labels = [torch.randint(0, 10, (b.shape[0],), device=device) for b in batches]
     total = 0.0

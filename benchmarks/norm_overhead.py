@@ -1,7 +1,8 @@
 """Training-step cost of every normalization layer relative to BN (CPU).
 
 Whole step = set the layout, forward, cross-entropy (+ the layers' aux loss), backward, SGD step,
-on ResNet-18 (mammoth's, nf=64), 32x32x3 inputs, 10 classes. Two batches, each at t = 1..9:
+on ResNet-18 (mammoth's, nf=64) placed as the engine places it on the CPU (channels-last,
+engine/device.py), 32x32x3 inputs, 10 classes. Two batches, each at t = 1..9:
 the online DER++ batch (10 current + 2 x 10 memory rows) and the offline TBBN batch (48 + 16).
 Memory rows carry task ids spread over the tasks <= t. Every layer sees the same batches; the
 layers whose cost depends on t (TBBN, AdaB2N, and `tbbn_repeat`, TBBN run literally by folding
@@ -36,8 +37,10 @@ from torch.profiler import ProfilerActivity, profile
 
 from engine import norms
 from engine.backbones import build_backbone
+from engine.device import place
 from engine.norms import BatchLayout
 from engine.norms.tbbn import TaskBalancedBN, tbbn_split
+from engine.optim import SGD
 
 INPUT = (3, 32, 32)
 N_TASKS = 10
@@ -77,7 +80,7 @@ class Trial:
     def __init__(self, net: nn.Module):
         self.net = net
         frozen = norms.frozen_parameters(net)
-        self.opt = torch.optim.SGD([p for p in net.parameters() if id(p) not in frozen], lr=0.01)
+        self.opt = SGD([p for p in net.parameters() if id(p) not in frozen], lr=0.01)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, layout: BatchLayout) -> None:
         self.net.train()
@@ -168,7 +171,7 @@ def main() -> None:
     reps = args.reps or (2 if args.quick else 5)
     tasks = [1, 5, 9] if args.quick else list(range(1, 10))
     torch.manual_seed(0)
-    base = build_backbone("resnet18", INPUT[0], 10)
+    base = place(build_backbone("resnet18", INPUT[0], 10), torch.device("cpu"))
     cpu = platform.processor() or platform.machine()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}, "
           f"ResNet-18 nf=64, {reps} timed steps per layer and t, "

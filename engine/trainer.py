@@ -27,19 +27,16 @@ from engine import __version__, norms
 from engine.backbones import build_backbone
 from engine.config import TrialConfig
 from engine.datasets import ContinualDataset, build_dataset
+from engine.device import describe_device, eval_chunk, place, resolve_device
 from engine.errors import ConfigError, TrainingError
 from engine.methods import REGISTRY as METHODS
 from engine.methods.base import Method, class_balanced_pick
 from engine.metrics import summarize
+from engine.optim import multistep_lr
 from engine.results import (CHECKPOINT_FILE, SCHEMA, load_checkpoint, read_result, save_checkpoint,
                             write_json, RESULT_FILE)
 
 Progress = Callable[[dict[str, Any]], None]
-EVAL_CHUNKS = {"cpu": 128, "cuda": 1024}  # CPU convs run faster on cache-sized chunks
-
-
-def eval_chunk(device: torch.device) -> int:
-    return EVAL_CHUNKS.get(device.type, 1024)
 VAL_FRACTION = 0.1   # offline selection "val": per-class share of the task's training rows held out (FACIL)
 
 
@@ -52,14 +49,6 @@ class TrialState:
     wall_time_s: float = 0.0
     acc: dict[str, list[list[float]]] = field(default_factory=lambda: {"class_il": [], "task_il": []})
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but no CUDA device is available; use --device cpu or auto")
-    return torch.device(name)
 
 
 def prepare_out_dir(out_dir: Path) -> Path:
@@ -79,7 +68,7 @@ def build_trial(cfg: TrialConfig, device: torch.device) -> tuple[ContinualDatase
     net = build_backbone(cfg.backbone, dataset.input_shape[0], dataset.n_classes)
     norms.install(net, cfg.norm, n_tasks=dataset.n_tasks, setting=cfg.setting,
                   input_shape=dataset.input_shape, **cfg.norm_args)
-    net.to(device)
+    place(net, device)
     return dataset, METHODS.get(cfg.model)(net, dataset, cfg, device)
 
 
@@ -152,14 +141,14 @@ def train_task(method: Method, dataset: ContinualDataset, cfg: TrialConfig, task
     steps = epoch_no = 0
     for stage in stages:
         sx, sy = (x, y) if stage.rows is None else (x[stage.rows], y[stage.rows])
-        scheduler = None
-        if method.fresh_optimizer_per_task():  # FACIL: a fresh optimizer and LR schedule every task (stage)
+        fresh = method.fresh_optimizer_per_task()
+        if fresh:  # FACIL: a fresh optimizer and MultiStep LR schedule every task (stage)
             method.opt = method.make_optimizer(stage.lr)
-            scheduler = torch.optim.lr_scheduler.MultiStepLR(method.opt, list(cfg.lr_milestones or ()),
-                                                             cfg.lr_gamma)
         memory = method.replay_memory()        # fixed while the task trains (memory-stream methods)
         best = BestEpoch() if val is not None else None
-        for _ in range(stage.epochs):
+        for stage_epoch in range(stage.epochs):
+            if fresh:
+                method.opt.lr = multistep_lr(stage.lr, cfg.lr_milestones or (), cfg.lr_gamma, stage_epoch)
             losses = train_epoch(method, sx, sy, memory, cfg)
             steps += len(losses)
             if losses:
@@ -167,8 +156,6 @@ def train_task(method: Method, dataset: ContinualDataset, cfg: TrialConfig, task
             event = {"event": "epoch_end", "task": task, "epoch": epoch_no, "epochs": total_epochs}
             if best is not None:
                 event["val_loss"] = best.update(validation_loss(method, dataset, *val), epoch_no, method.net)
-            if scheduler is not None:
-                scheduler.step()
             if total_epochs > 1:
                 notify(event)
             epoch_no += 1
@@ -299,13 +286,6 @@ def evaluate(method: Method, dataset: ContinualDataset, task: int) -> dict[str, 
     method.net.train()
     return {kind: [100.0 * c / n for c, n in zip(torch.stack(vals).tolist(), sizes)]
             for kind, vals in correct.items()}
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
-    return "cpu"
 
 
 def _checkpoint(cfg: TrialConfig, trial_id: str, method: Method, state: TrialState) -> dict[str, Any]:

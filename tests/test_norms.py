@@ -39,14 +39,20 @@ def offline_layout(t: int, n_c: int = 48, n_m: int = 16) -> BatchLayout:
     return layout(n_c, [t] * n_c + [k % max(t, 1) for k in range(n_m)], t)
 
 
-def run(layer, x, lay=None):
-    """One training forward + backward with a fixed upstream gradient; returns output and grads."""
-    x = x.detach().clone().requires_grad_(True)
+# the engine runs CPU networks channels-last (engine/device.py): the custom layers take both formats
+FORMATS = [torch.contiguous_format, torch.channels_last]
+
+
+def run(layer, x, lay=None, fmt=torch.contiguous_format):
+    """One training forward + backward with a fixed upstream gradient, input and upstream gradient
+    in memory format `fmt`; returns output and grads (output and input grad checked to keep `fmt`)."""
+    x = x.detach().clone().contiguous(memory_format=fmt).requires_grad_(True)
     if lay is not None and hasattr(layer, "set_layout"):
         layer.set_layout(lay)
     out = layer(x)
-    up = torch.cos(torch.arange(out.numel(), dtype=out.dtype)).view_as(out)
+    up = torch.cos(torch.arange(out.numel(), dtype=out.dtype)).view_as(out).contiguous(memory_format=fmt)
     (out * up).sum().backward()
+    assert out.is_contiguous(memory_format=fmt) and x.grad.is_contiguous(memory_format=fmt)
     return out.detach(), x.grad, layer.weight.grad, layer.bias.grad
 
 
@@ -94,8 +100,9 @@ def test_tbbn_is_bn_when_r_is_1(case):
         torch.testing.assert_close(getattr(tb, name), getattr(bn, name), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("t,r", [(1, 2), (2, 4), (3, 8), (6, 16)])
-def test_tbbn_matches_repeat_reference(t, r):
+def test_tbbn_matches_repeat_reference(t, r, fmt):
     assert tbbn_split(48, 16, t) == r
     x, bn = rand(64, 5, 3, 3), make_bn(5)
     ref_x, ref_w, ref_b = (p.detach().clone().requires_grad_(True) for p in (rand(64, 5, 3, 3), bn.weight, bn.bias))
@@ -104,7 +111,7 @@ def test_tbbn_matches_repeat_reference(t, r):
     (ref_out * up).sum().backward()
 
     tb = TaskBalancedBN(bn)
-    out, gx, gw, gb = run(tb, x, offline_layout(t))
+    out, gx, gw, gb = run(tb, x, offline_layout(t), fmt)
     for got, want in [(out, ref_out), (gx, ref_x.grad), (gw, ref_w.grad), (gb, ref_b.grad),
                       (tb.running_mean, ref_rm), (tb.running_var, ref_rv)]:
         torch.testing.assert_close(got, want.detach(), atol=1e-10, rtol=1e-10)
@@ -114,7 +121,7 @@ def test_tbbn_matches_repeat_reference(t, r):
     ref_out, ref_rm, ref_rv = tbbn_reference(x32, 48, r, bn.weight.detach(), bn.bias.detach(),
                                              make_bn(5).running_mean, make_bn(5).running_var, 0.1, bn.eps)
     tb32 = TaskBalancedBN(make_bn(5, torch.float32))
-    out32 = run(tb32, x32.float(), offline_layout(t))[0]
+    out32 = run(tb32, x32.float(), offline_layout(t), fmt)[0]
     torch.testing.assert_close(out32.double(), ref_out, atol=2e-4, rtol=0)
     torch.testing.assert_close(tb32.running_mean.double(), ref_rm, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(tb32.running_var.double(), ref_rv, atol=1e-4, rtol=1e-5)
@@ -195,10 +202,10 @@ MIXES = {  # (task, task ids of the memory rows); 6 current rows of task t come 
 
 
 # renormalize only matters when a seen task is absent from the batch
-@pytest.mark.parametrize("kappa", [0.0, 0.4, 1.0])
+@pytest.mark.parametrize("kappa,fmt", [(0.0, FORMATS[0]), (0.4, FORMATS[0]), (1.0, FORMATS[0]), (0.4, FORMATS[1])])
 @pytest.mark.parametrize("mix,renormalize",
                          [(mix, False) for mix in MIXES] + [("absent_task", True), ("only_current", True)])
-def test_adab2n_matches_reference(kappa, mix, renormalize):
+def test_adab2n_matches_reference(kappa, fmt, mix, renormalize):
     t, memory = MIXES[mix]
     ids = torch.tensor([t] * 6 + memory)
     bn, theta = make_bn(4), 0.3 * rand(5, seed=7)
@@ -208,13 +215,14 @@ def test_adab2n_matches_reference(kappa, mix, renormalize):
     ref = AdaB2NReference(bn, theta, kappa, renormalize)
     for step in range(3):  # several forwards: the eta schedule and running stats evolve
         x = rand(len(ids), 4, 3, 3, seed=10 + step, offset=1.0)
-        xr, xl = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        xr, xl = x.clone().requires_grad_(True), x.contiguous(memory_format=fmt).requires_grad_(True)
         for p in (ref.theta, ref.w, ref.b):
             p.grad = None
         layer.zero_grad()
         ref_out, ref_reg = ref.forward(xr, ids, t)
         layer.set_layout(BatchLayout(6, ids, t))
         out = layer(xl)
+        assert out.is_contiguous(memory_format=fmt)
         up = torch.cos(torch.arange(out.numel(), dtype=out.dtype)).view_as(out)
         ((out * up).sum() + layer.aux_loss()).backward()      # gradients through the output and the regularizer
         ((ref_out * up).sum() + 0.7 * ref_reg).backward()
@@ -318,8 +326,10 @@ def _gradcheck_layer(layer, x, lay, names):
     assert torch.autograd.gradcheck(f, (x.requires_grad_(True), *params.values()))
 
 
-def test_gradcheck_tbbn():
-    _gradcheck_layer(TaskBalancedBN(make_bn(3)), rand(12, 3, 2, 2), offline_layout(2, 8, 4), ["weight", "bias"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_gradcheck_tbbn(fmt):
+    _gradcheck_layer(TaskBalancedBN(make_bn(3)), rand(12, 3, 2, 2).contiguous(memory_format=fmt),
+                     offline_layout(2, 8, 4), ["weight", "bias"])
 
 
 def test_gradcheck_weighted_batch_norm():
@@ -332,8 +342,9 @@ def test_gradcheck_weighted_batch_norm():
                                     tuple(a.requires_grad_(True) for a in args))
 
 
-def test_gradcheck_adab2n():
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_gradcheck_adab2n(fmt):
     layer = AdaB2N(make_bn(3), 4, kappa=0.4, lambd=1.0, ada_t0=0, renormalize=False)
     with torch.no_grad():
         layer.theta.copy_(0.3 * rand(4, seed=4))
-    _gradcheck_layer(layer, rand(9, 3, 2, 2), layout(4, [3] * 4 + [0, 2, 2, 0, 2], 3), ["weight", "bias", "theta"])
+    _gradcheck_layer(layer, rand(9, 3, 2, 2).contiguous(memory_format=fmt), layout(4, [3] * 4 + [0, 2, 2, 0, 2], 3), ["weight", "bias", "theta"])

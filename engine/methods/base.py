@@ -29,11 +29,11 @@ from torch import nn
 
 from engine import buffers, norms
 from engine.backbones.heads import TaskLinear
+from engine.device import eval_chunk
 from engine.errors import ConfigError
 from engine.norms import BatchLayout
+from engine.optim import SGD
 from engine.options import Option, resolve_options
-
-EMBED_CHUNK = 1024   # rows per eval-mode forward when embedding a whole set (herding, class means)
 
 
 @dataclass
@@ -115,8 +115,8 @@ class Method:
         frozen = norms.frozen_parameters(self.net)
         return [p for p in self.net.parameters() if id(p) not in frozen]
 
-    def make_optimizer(self, lr: float | None = None) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.trainable_parameters(), lr=self.cfg.lr if lr is None else lr,
+    def make_optimizer(self, lr: float | None = None) -> SGD:
+        return SGD(self.trainable_parameters(), lr=self.cfg.lr if lr is None else lr,
                                momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)
 
     def fresh_optimizer_per_task(self) -> bool:
@@ -212,7 +212,7 @@ class Method:
         """Backbone features of un-augmented uint8 rows, in eval mode (herding, class means)."""
         was_training = self.net.training
         self.net.eval()
-        out = [self.net.features(self.data.normalize(chunk)) for chunk in x.split(EMBED_CHUNK)]
+        out = [self.net.features(self.data.normalize(chunk)) for chunk in x.split(eval_chunk(self.device))]
         self.net.train(was_training)
         return torch.cat(out) if out else torch.empty(0, device=self.device)
 

@@ -15,7 +15,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from engine.norms import REGISTRY, NormContext, NormFamily
-from engine.norms.common import LayoutNorm
+from engine.norms.common import LayoutNorm, channel_view, memory_format
 from engine.norms.layout import BatchLayout
 from engine.options import Option
 
@@ -45,12 +45,10 @@ class _WeightedBNFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, weight, bias, eps: float):
-        x = x.contiguous()
-        n, c, h, wd = x.shape
-        hw = h * wd
-        xv = x.view(n, c, hw)
+        x = x.contiguous(memory_format=memory_format(x))               # NCHW or channels-last, kept
+        hw = x.shape[2] * x.shape[3]
         out = torch.empty_like(x)
-        ov = out.view(n, c, hw)
+        xv, ov = channel_view(x), channel_view(out)
         row_mean = xv.sum(2) / hw                                    # (N, C)
         mean = w @ row_mean
         torch.sub(xv, mean[:, None], out=ov)                          # centred, in the output buffer
@@ -68,12 +66,11 @@ class _WeightedBNFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out, grad_mean, grad_var):
         x, w, weight, mean, invstd, row_mean, row_sq = ctx.saved_tensors
-        n, c, h, wd = x.shape
-        hw = h * wd
-        g = grad_out.contiguous().view(n, c, hw)
+        hw = x.shape[2] * x.shape[3]
+        g = channel_view(grad_out.contiguous(memory_format=memory_format(x)))
         dx = torch.empty_like(x)
-        dv = dx.view(n, c, hw)
-        torch.sub(x.view(n, c, hw), mean[:, None], out=dv)           # x - mu
+        dv = channel_view(dx)
+        torch.sub(channel_view(x), mean[:, None], out=dv)           # x - mu
         g_sum = g.sum((0, 2))
         g_dot = torch.linalg.vecdot(dv, g).sum(0)                     # sum dL/dout * (x - mu)
         gamma = torch.ones_like(invstd) if weight is None else weight

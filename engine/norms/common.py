@@ -13,6 +13,23 @@ def largest_divisor_at_most(n: int, limit: int) -> int:
     return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
 
 
+def memory_format(x: torch.Tensor) -> torch.memory_format:
+    """channels_last for a dense channels-last [N, C, H, W] tensor, else contiguous_format."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def channel_view(x: torch.Tensor) -> torch.Tensor:
+    """A dense [N, C, H, W] tensor, NCHW or channels-last (`x.contiguous(memory_format=
+    memory_format(x))`), as an [N, C, H*W] view without copying, so the custom layers run in the
+    format the convolutions around them produce (engine/device.py)."""
+    n, c, h, w = x.shape
+    if memory_format(x) == torch.channels_last:
+        return x.permute(0, 2, 3, 1).view(n, h * w, c).transpose(1, 2)
+    return x.view(n, c, h * w)
+
+
 def copy_parameter(p: nn.Parameter | None) -> nn.Parameter | None:
     return None if p is None else nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
 

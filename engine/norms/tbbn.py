@@ -18,7 +18,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from engine.norms import REGISTRY, NormContext, NormFamily
-from engine.norms.common import LayoutNorm
+from engine.norms.common import LayoutNorm, channel_view, memory_format
 
 
 @functools.lru_cache(maxsize=4096)
@@ -44,13 +44,13 @@ class _TBBNFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, n_current: int, r: int, eps: float):
-        x = x.contiguous()
+        x = x.contiguous(memory_format=memory_format(x))               # NCHW or channels-last, kept
         n, c, h, w = x.shape
         hw, rows_c, n_m = h * w, n_current // r, n - n_current
         cnt_c, cnt_m = rows_c * hw, n_m * hw
-        xc, xm = x[:n_current].view(rows_c, r, c, hw), x[n_current:].view(n_m, c, hw)
         out = torch.empty_like(x)
-        oc, om = out[:n_current].view(rows_c, r, c, hw), out[n_current:].view(n_m, c, hw)
+        xc, xm = _split(channel_view(x), n_current, r)
+        oc, om = _split(channel_view(out), n_current, r)
 
         sum_m = xm.sum((0, 2))
         mean_m = sum_m / cnt_m                                          # memory rows' mean (C,)
@@ -77,14 +77,12 @@ class _TBBNFunction(torch.autograd.Function):
     def backward(ctx, grad_out, _grad_mean, _grad_var):
         x, weight, mean, invstd, mean_m = ctx.saved_tensors
         n_current, r = ctx.n_current, ctx.r
-        g = grad_out.contiguous()
+        g = grad_out.contiguous(memory_format=memory_format(x))
         n, c, h, w = x.shape
         hw, rows_c, n_m = h * w, n_current // r, n - n_current
         cnt = (rows_c + n_m) * hw                                       # elements per channel of Z
-        xc, xm = x[:n_current].view(rows_c, r, c, hw), x[n_current:].view(n_m, c, hw)
-        gc, gm = g[:n_current].view(rows_c, r, c, hw), g[n_current:].view(n_m, c, hw)
         dx = torch.empty_like(x)
-        dc, dm = dx[:n_current].view(rows_c, r, c, hw), dx[n_current:].view(n_m, c, hw)
+        (xc, xm), (gc, gm), (dc, dm) = (_split(channel_view(t), n_current, r) for t in (x, g, dx))
         torch.sub(xc, mean[:, :, None], out=dc)
         torch.sub(xm, mean_m[:, None], out=dm)
 
@@ -101,6 +99,12 @@ class _TBBNFunction(torch.autograd.Function):
         grad_w = dot.sum(0) if ctx.needs_input_grad[1] else None   # False for a None input
         grad_b = sum_dy.sum(0) if ctx.needs_input_grad[2] else None
         return dx, grad_w, grad_b, None, None, None
+
+
+def _split(v: torch.Tensor, n_current: int, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """An [N, C, HW] view as (current rows folded into r blocks [N_c/r, r, C, HW], memory rows [N_m, C, HW])."""
+    n_c, c, hw = n_current, v.shape[1], v.shape[2]
+    return v[:n_c].view(n_c // r, r, c, hw), v[n_c:]
 
 
 def tbbn_train(x: torch.Tensor, n_current: int, r: int, weight: torch.Tensor | None,
