@@ -122,10 +122,33 @@ def test_ln_in_gn_definitions():
             want = F.instance_norm(x)
         else:  # 20 channels, 32 groups asked: one channel per group
             want = F.group_norm(x, 20) * 2 + 0.5
-        for mode in (True, False):  # the same at training and inference
-            torch.testing.assert_close(layer.train(mode)(x), want, atol=1e-5, rtol=1e-5)
+        for mode in (True, False):  # the same at training and inference, in both memory formats
+            for fmt in (torch.contiguous_format, torch.channels_last):
+                got = layer.train(mode)(x.contiguous(memory_format=fmt))
+                torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+                if name == "ln":  # the channels-last path keeps the format (no copy to NCHW)
+                    assert got.is_contiguous(memory_format=fmt)
     assert not list(norms.install(copy.deepcopy(net), "in", n_tasks=5, setting="online",
                                   input_shape=INPUT).bn1.parameters())
+
+
+def test_ln_channels_last_gradients_match():
+    from engine.norms.simple import LayerNorm
+    torch.manual_seed(0)
+    ln = LayerNorm((6, 4, 5))
+    with torch.no_grad():
+        ln.weight.uniform_(0.5, 1.5)
+        ln.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(3, 6, 4, 5, dtype=torch.float64)
+    up = torch.randn(3, 6, 4, 5, dtype=torch.float64)
+    grads = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        layer = copy.deepcopy(ln).double()
+        xi = x.clone(memory_format=fmt).requires_grad_(True)
+        (layer(xi) * up).sum().backward()
+        grads.append((xi.grad, layer.weight.grad, layer.bias.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
 
 def test_cn_definition_and_frozen_affine():
