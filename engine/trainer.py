@@ -153,7 +153,8 @@ def train_task(method: Method, dataset: ContinualDataset, cfg: TrialConfig, task
             steps += len(losses)
             if losses:
                 _check_finite(torch.stack(losses), task, epoch_no, dataset.n_tasks)  # one host sync per epoch
-            event = {"event": "epoch_end", "task": task, "epoch": epoch_no, "epochs": total_epochs}
+            event = {"event": "epoch_end", "task": task, "epoch": epoch_no, "epochs": total_epochs,
+                     "lr": method.opt.lr}   # the rate this epoch trained at
             if best is not None:
                 event["val_loss"] = best.update(validation_loss(method, dataset, *val), epoch_no, method.net)
             if total_epochs > 1:

@@ -79,3 +79,12 @@ def test_offline_setting_runs_epochs_with_a_schedule(tmp_path, tiny_cfg):
     assert cfg["epochs"] == 2 and cfg["lr_milestones"] == [1] and cfg["weight_decay"] > 0
     per_task_steps = 2 * -(-(12 * 5) // 4)   # 2 epochs x ceil(60 rows / bs 4)
     assert result["steps"] == 2 * per_task_steps
+
+
+def test_offline_learning_rate_follows_the_multistep_schedule_every_stage(tmp_path, tiny_cfg):
+    """Each epoch trains at lr * gamma ** (milestones reached), restarting at every task (FACIL)."""
+    events = []
+    cfg = tiny_cfg(setting="offline", epochs=4, lr=0.1, lr_milestones=(1, 3), lr_gamma=0.5, n_tasks=2)
+    run_trial(cfg, tmp_path, events.append)
+    rates = [(e["task"], e["lr"]) for e in events if e["event"] == "epoch_end"]
+    assert rates == [(t, lr) for t in range(2) for lr in (0.1, 0.05, 0.05, 0.025)]
