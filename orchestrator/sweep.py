@@ -48,6 +48,7 @@ DEFAULT_BUFFER_SIZES: dict[str, tuple[int, ...]] = {
     "seq-cifar100": (2000, 5000),
     "seq-miniimg": (2000, 5000),
     "seq-tinyimg": (2000, 5000),
+    "seq-imagenet100": (2000,),   # TBBN's offline protocol: 2000 exemplars (20 per class)
     "seq-digits": (100, 200),
     "seq-synth": (50, 200),
 }

@@ -57,6 +57,8 @@ def test_default_buffer_sizes_per_dataset():
     assert sweep.buffer_sizes_for(s, "seq-digits") == (100, 200)
     assert sweep.DEFAULT_BUFFER_SIZES["seq-cifar10"] == (500, 2000)       # run.py's get_buffers
     assert sweep.DEFAULT_BUFFER_SIZES["seq-cifar100"] == sweep.DEFAULT_BUFFER_SIZES["seq-miniimg"] == (2000, 5000)
+    from engine.datasets import REGISTRY as DATASETS
+    assert set(sweep.DEFAULT_BUFFER_SIZES) == set(DATASETS.names())   # every dataset runs without --buffer_sizes
 
 
 def test_seeds():
