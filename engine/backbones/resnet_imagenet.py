@@ -22,7 +22,7 @@ class ImageNetResNet(ResNet):
         self.pool = nn.MaxPool2d(3, 2, 1)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.pool(F.relu(self.bn1(self.conv1(x))))
+        out = self.pool(F.relu_(self.bn1(self.conv1(x))))
         return F.adaptive_avg_pool2d(self.layers(out), 1).flatten(1)
 
 
