@@ -34,8 +34,11 @@ def load_synth(root: Path, o: Mapping[str, Any]) -> RawData:
 
     def draw(per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
         y = torch.arange(k).repeat_interleave(per_class)
-        x = prototypes[y] + torch.randn(len(y), c, s, s, generator=g) * o["noise"]
-        return x.clamp(0, 255).to(torch.uint8), y
+        # prototype + noise, in place on the one float tensor (rows are grouped by class): a
+        # benchmark-sized stream needs no further float copies, which would stay in the heap
+        x = torch.randn(len(y), c, s, s, generator=g).mul_(o["noise"])
+        x.view(k, per_class, c, s, s).add_(prototypes[:, None])
+        return x.clamp_(0, 255).to(torch.uint8), y
 
     (xtr, ytr), (xte, yte) = draw(o["train_per_class"]), draw(o["test_per_class"])
     return RawData(xtr, ytr, xte, yte, n_classes=k)
