@@ -7,7 +7,7 @@ Measures, in one run:
   peak RSS of that process;
 - the floor: forward + backward + SGD step of ResNet-18 alone on batches of the same sizes
   (10 rows for the first step, 30 after), no data pipeline, no buffer, no evaluation, with the
-  engine's network placement (memory format) and optimizer;
+  engine's network placement (memory format) and optimizer (updates inside backward on the CPU);
 - the same-run baseline: the workload run the way the AdaB2N reference (mammoth) runs it
   (benchmarks/mammoth_baseline.py), in a fresh process: wall time and peak RSS.
 Reference (issue 2): the AdaB2N implementation took 302-319 s wall and 1.1-1.5 GB peak RSS for
@@ -90,12 +90,12 @@ def floor_time(steps: int, device: str) -> float:
 
     sys.path.insert(0, str(ROOT))
     from engine.backbones import build_backbone
-    from engine.device import place
+    from engine.device import place, update_in_backward
     from engine.optim import SGD
 
     torch.manual_seed(0)
     net = place(build_backbone("resnet18", 3, 10), torch.device(device))  # the engine's memory format
-    opt = SGD(net.parameters(), lr=0.03)
+    opt = SGD(net.parameters(), lr=0.03, in_backward=update_in_backward(torch.device(device)))  # and update
     batches = [torch.randn(10 if i == 0 else 30, 3, 32, 32, device=device) for i in range(8)]
     labels = [torch.randint(0, 10, (b.shape[0],), device=device) for b in batches]
     total = 0.0

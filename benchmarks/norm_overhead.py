@@ -37,7 +37,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from engine import norms
 from engine.backbones import build_backbone
-from engine.device import place
+from engine.device import place, update_in_backward
 from engine.norms import BatchLayout
 from engine.norms.tbbn import TaskBalancedBN, tbbn_split
 from engine.optim import SGD
@@ -80,7 +80,8 @@ class Trial:
     def __init__(self, net: nn.Module):
         self.net = net
         frozen = norms.frozen_parameters(net)
-        self.opt = SGD([p for p in net.parameters() if id(p) not in frozen], lr=0.01)
+        self.opt = SGD([p for p in net.parameters() if id(p) not in frozen], lr=0.01,
+                       in_backward=update_in_backward(torch.device("cpu")))   # the engine's CPU step
 
     def step(self, x: torch.Tensor, y: torch.Tensor, layout: BatchLayout) -> None:
         self.net.train()

@@ -45,7 +45,7 @@ def time_epoch(cfg, dataset, method, layout_task: int, device: str) -> tuple[int
     """One epoch of task 1's rows with the layout's task index set to `layout_task`."""
     task = dataset.tasks[1]
     method.begin_task(layout_task, task.x_train, task.y_train)
-    method.opt = method.make_optimizer()
+    method.reset_optimizer()
     memory = method.replay_memory()
     sync(device)
     start = time.perf_counter()

@@ -5,10 +5,17 @@ it is built (`add_param_group` is wrapped by `torch._disable_dynamo`), which pul
 ~900 modules: +150 MB resident and ~1.3 s per trial process, for an optimizer that is three
 foreach calls. This class computes exactly torch.optim.SGD's update (dampening 0, no Nesterov;
 tests/test_optim.py checks it against torch's to the last bit) and never touches dynamo.
+
+`in_backward=True` applies that update to each parameter as soon as its gradient is complete
+(a post-accumulate-grad hook) and frees the gradient there, so a step never holds every gradient
+next to the activations: the same numbers, and on the CPU ~45 MB less peak for ResNet-18 (the
+last stage's gradients, 3/4 of the weights, are complete first). It assumes one backward per
+step, as the engine's methods do; `close()` removes the hooks when the optimizer is replaced.
 """
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -21,12 +28,20 @@ class SGD:
     """
 
     def __init__(self, params: Iterable[torch.nn.Parameter], lr: float, momentum: float = 0.0,
-                 weight_decay: float = 0.0):
+                 weight_decay: float = 0.0, in_backward: bool = False):
         if lr < 0 or momentum < 0 or weight_decay < 0:
             raise ValueError(f"SGD needs lr, momentum, weight_decay >= 0; got {lr}, {momentum}, {weight_decay}")
         self.params = list(params)
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.momentum_buffers: list[torch.Tensor | None] = [None] * len(self.params)
+        self._hooks = [p.register_post_accumulate_grad_hook(partial(self._update_in_backward, i))
+                       for i, p in enumerate(self.params)] if in_backward else []
+
+    def close(self) -> None:
+        """Stop updating in backward (before another optimizer takes these parameters)."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
@@ -35,11 +50,18 @@ class SGD:
             elif p.grad is not None:
                 p.grad.zero_()
 
-    @torch.no_grad()
     def step(self) -> None:
+        """Update every parameter holding a gradient (none is left after an in-backward step)."""
         live = [i for i, p in enumerate(self.params) if p.grad is not None]
-        if not live:
-            return
+        if live:
+            self._update(live)
+
+    def _update_in_backward(self, i: int, param: torch.nn.Parameter) -> None:
+        self._update([i])
+        param.grad = None
+
+    @torch.no_grad()
+    def _update(self, live: list[int]) -> None:
         params = [self.params[i] for i in live]
         grads = [self.params[i].grad for i in live]
         if self.weight_decay:

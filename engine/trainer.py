@@ -143,7 +143,7 @@ def train_task(method: Method, dataset: ContinualDataset, cfg: TrialConfig, task
         sx, sy = (x, y) if stage.rows is None else (x[stage.rows], y[stage.rows])
         fresh = method.fresh_optimizer_per_task()
         if fresh:  # FACIL: a fresh optimizer and MultiStep LR schedule every task (stage)
-            method.opt = method.make_optimizer(stage.lr)
+            method.reset_optimizer(stage.lr)
         memory = method.replay_memory()        # fixed while the task trains (memory-stream methods)
         best = BestEpoch() if val is not None else None
         for stage_epoch in range(stage.epochs):

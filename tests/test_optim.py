@@ -1,4 +1,5 @@
-"""engine.optim: torch.optim.SGD's update to the last bit, MultiStepLR's rates, and no dynamo import."""
+"""engine.optim: torch.optim.SGD's update to the last bit (also applied inside backward), MultiStepLR's
+rates, and no dynamo import."""
 from __future__ import annotations
 
 import subprocess
@@ -36,6 +37,42 @@ def test_sgd_matches_torch_bit_for_bit(momentum, weight_decay):
             assert torch.equal(a, b)
         opt.zero_grad()
         assert all(p.grad is None for p in ours)
+
+
+def _net(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                               torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 5), torch.nn.Linear(5, 3))
+
+
+@pytest.mark.parametrize("momentum,weight_decay", [(0.0, 0.0), (0.9, 2e-4)])
+def test_update_in_backward_matches_torch_bit_for_bit_and_frees_each_gradient(momentum, weight_decay):
+    ours, theirs = _net(0), _net(0)
+    opt = SGD(ours.parameters(), lr=0.05, momentum=momentum, weight_decay=weight_decay, in_backward=True)
+    ref = torch.optim.SGD(theirs.parameters(), lr=0.05, momentum=momentum, weight_decay=weight_decay)
+    g = torch.Generator().manual_seed(1)
+    for step in range(4):
+        x = torch.randn(6, 3, 6, 6, generator=g)
+        skip_last = step == 2        # the last layer gets no gradient: skipped, its momentum kept
+        for net in (ours, theirs):
+            out = net[:-1](x) if skip_last else net(x)
+            out.square().mean().backward()
+        assert all(p.grad is None for p in ours.parameters())   # applied and freed during backward
+        opt.step()                                              # nothing left to do
+        ref.step()
+        ref.zero_grad()
+        for a, b in zip(ours.parameters(), theirs.parameters()):
+            assert torch.equal(a, b)
+
+
+def test_closed_optimizer_no_longer_updates_in_backward():
+    net = _net(0)
+    opt = SGD(net.parameters(), lr=0.1, in_backward=True)
+    opt.close()
+    before = [p.detach().clone() for p in net.parameters()]
+    net(torch.randn(2, 3, 6, 6)).sum().backward()
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    assert all(p.grad is not None for p in net.parameters())    # left for an explicit step()
 
 
 def test_sgd_state_dict_round_trip_continues_identically():

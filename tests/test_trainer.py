@@ -1,4 +1,5 @@
 """End-to-end engine behaviour on tiny real workloads: resume, determinism, every method."""
+import copy
 import json
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 from engine.errors import TrainingError
 from engine.methods import REGISTRY as METHODS
 from engine.results import CHECKPOINT_FILE, RESULT_FILE
-from engine.trainer import run_trial
+from engine.trainer import build_trial, run_trial
 
 
 class Crash(Exception):
@@ -88,3 +89,21 @@ def test_offline_learning_rate_follows_the_multistep_schedule_every_stage(tmp_pa
     run_trial(cfg, tmp_path, events.append)
     rates = [(e["task"], e["lr"]) for e in events if e["event"] == "epoch_end"]
     assert rates == [(t, lr) for t in range(2) for lr in (0.1, 0.05, 0.05, 0.025)]
+
+
+def test_a_fresh_optimizer_replaces_the_old_one_inside_backward(tiny_cfg):
+    """On the CPU the update runs inside backward; after reset_optimizer (every offline task and
+    stage) each parameter is still updated exactly once per backward, at the new rate."""
+    cfg = tiny_cfg(model="er").resolved()
+    dataset, method = build_trial(cfg, torch.device("cpu"))
+    method.reset_optimizer(0.5)
+    method.reset_optimizer(0.1)
+    net = method.net
+    plain = copy.deepcopy(net)                     # deepcopy drops the hooks: grads stay in .grad
+    x = dataset.normalize(dataset.tasks[0].x_train[:8])
+    plain(x).logsumexp(1).mean().backward()
+    before = [p.detach().clone() for p in net.parameters()]
+    net(x).logsumexp(1).mean().backward()
+    for p, old, ref in zip(net.parameters(), before, plain.parameters()):
+        assert p.grad is None
+        assert torch.equal(p, old if ref.grad is None else old.add(ref.grad, alpha=-0.1))

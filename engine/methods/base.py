@@ -2,7 +2,7 @@
 
 One step: compose `[current | replay...]` from un-augmented rows, augment them together, tell the
 norm layers the layout, one forward, method loss + the norms' aux loss, backward, optimizer
-step, buffer update. Methods override `loss` (and, if they store more than the inputs, labels
+step (on the CPU applied inside backward, parameter by parameter: engine/device.py), buffer update. Methods override `loss` (and, if they store more than the inputs, labels
 and task ids, `store`).
 
 Two families share it:
@@ -29,7 +29,7 @@ from torch import nn
 
 from engine import buffers, norms
 from engine.backbones.heads import TaskLinear
-from engine.device import eval_chunk
+from engine.device import eval_chunk, update_in_backward
 from engine.errors import ConfigError
 from engine.norms import BatchLayout
 from engine.optim import SGD
@@ -117,7 +117,13 @@ class Method:
 
     def make_optimizer(self, lr: float | None = None) -> SGD:
         return SGD(self.trainable_parameters(), lr=self.cfg.lr if lr is None else lr,
-                               momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)
+                   momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay,
+                   in_backward=update_in_backward(self.device))
+
+    def reset_optimizer(self, lr: float | None = None) -> None:
+        """A fresh optimizer (FACIL: every task and stage); the old one stops updating first."""
+        self.opt.close()
+        self.opt = self.make_optimizer(lr)
 
     def fresh_optimizer_per_task(self) -> bool:
         """FACIL: a new optimizer and LR schedule every task (offline), and always when the trainable
