@@ -8,16 +8,21 @@ Measures, in one run:
 - the floor: forward + backward + SGD step of ResNet-18 alone on batches of the same sizes
   (10 rows for the first step, 30 after), no data pipeline, no buffer, no evaluation, with the
   engine's network placement (memory format) and optimizer (updates inside backward on the CPU);
+- with `--reference PATH` (a checkout of github.com/lvyilin/AdaB2N): the reference itself on the
+  same images, first, in a fresh process (benchmarks/adab2n_reference.py): wall time and peak RSS;
 - the same-run baseline: the workload run the way the AdaB2N reference (mammoth) runs it
   (benchmarks/mammoth_baseline.py), in a fresh process: wall time and peak RSS.
 Reference (issue 2): the AdaB2N implementation took 302-319 s wall and 1.1-1.5 GB peak RSS for
 this workload on the 2-core development machine, on the day it was measured. Targets: wall <= 0.5x
 that, RSS < 1.0 GB, train time within 1.25x of the floor. The machine's speed is not constant
-(these VMs land on different hosts: the floor alone took 126-155 s on some days, 240 s on
-another), so the wall time is also given as a ratio to the same-run baseline, and the floor's
-ratio to the fixed reference says whether that target is reachable on this host at all.
+(these VMs land on different hosts: the floor alone took 126-155 s on some days, 342 s on an
+AVX2-only host), and not alike for every kind of work: the engine is convolution-bound, the
+reference also spends its time in Python and PIL. So the wall time is also given as a ratio to
+the same-run reference (or baseline), and the floor's ratio to it says whether the target is
+reachable on this host at all. `--norm adab2n` runs every side with AdaB2N layers (the published
+reference only runs with those); the floor keeps BN.
 
-    python benchmarks/engine_throughput.py [--device cpu] [--no-baseline]
+    python benchmarks/engine_throughput.py [--device cpu] [--norm bn|adab2n] [--reference PATH] [--no-baseline]
 """
 from __future__ import annotations
 
@@ -36,21 +41,28 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA_ARGS = "n_classes=10,train_per_class=200,test_per_class=50,image_size=32,channels=3"
 
 
-def run_engine(device: str) -> tuple[dict, float, float]:
+# The layers every side can run, as the engine's flags (benchmarks/adab2n_reference.py has the
+# reference's): AdaB2N with the settings of the reference's run.py grid point kappa 1, lambda 0.1.
+NORM_FLAGS = {"bn": ["--norm", "bn"],
+              "adab2n": ["--norm", "adab2n", "--norm_args", "kappa=1.0,lambd=0.1,ada_t0=0"]}
+
+
+def run_engine(device: str, norm: str) -> tuple[dict, float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "engine", "--dataset", "seq-synth", "--data_args", DATA_ARGS,
                "--model", "derpp", "--buffer_size", "500", "--buffer_mode", "reservoir",
                "--bs", "10", "--minibatch_size", "10", "--backbone", "resnet18", "--lr", "0.03",
-               "--device", device, "--out", tmp]
+               "--method_args", "alpha=0.1,beta=0.5", *NORM_FLAGS[norm], "--device", device, "--out", tmp]
         _, wall, peak_rss_mb = run_measured(cmd)
         return json.loads((Path(tmp) / "result.json").read_text()), wall, peak_rss_mb
 
 
-def run_measured(cmd: list[str]) -> tuple[str, float, float]:
-    """Run `cmd`; its stdout, wall seconds and its peak RSS in MiB (os.wait4: this child and the
-    children it waited for, e.g. DataLoader workers, whichever was largest)."""
+def run_measured(cmd: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None) -> tuple[str, float, float]:
+    """Run `cmd` (in `cwd`, with `env` added to this environment); its stdout, wall seconds and its
+    peak RSS in MiB (os.wait4: this child and the children it waited for, e.g. DataLoader workers,
+    whichever was largest)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -115,14 +127,23 @@ def floor_time(steps: int, device: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--norm", default="bn", choices=sorted(NORM_FLAGS), help="the layer every side runs")
+    parser.add_argument("--reference", type=Path, metavar="PATH",
+                        help="a checkout of github.com/lvyilin/AdaB2N to time in the same run (CPU)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the mammoth-style same-run baseline")
     args = parser.parse_args()
-    result, wall, rss = run_engine(args.device)
+    if args.reference is not None and args.device != "cpu":
+        parser.error("--reference runs the reference on the CPU: compare it with --device cpu")
+    reference = None
+    if args.reference is not None:   # first: a checkout that cannot run fails before the long part
+        from adab2n_reference import run_reference
+        reference = run_reference(args.reference, args.norm, DATA_ARGS)
+    result, wall, rss = run_engine(args.device, args.norm)
     floor, floor_rss = floor_process(result["steps"], args.device)
     train = result["train_time_s"]
     ref = sum(REFERENCE_WALL_S) / 2
     print(f"host                   {host()}, torch threads {torch_threads()}")
-    print(f"device                 {result['device']}")
+    print(f"device, layer          {result['device']}, {args.norm}")
     print(f"steps                  {result['steps']}")
     print(f"wall (whole process)   {wall:8.1f} s   ratio to AdaB2N reference ({ref:.0f} s): {wall / ref:.2f}  (target <= 0.50)")
     print(f"engine train time      {train:8.1f} s   steps/s {result['steps_per_s']:.2f}")
@@ -130,6 +151,11 @@ def main() -> None:
           f"floor/reference {floor / ref:.2f}")
     print(f"peak RSS               {rss:8.0f} MiB = {rss * 2**20 / 1e9:.2f} GB  (target < 1.0 GB; reference 1.1-1.5 GB)")
     print(f"peak RSS of the floor  {floor_rss:8.0f} MiB  (the same steps in a bare torch loop, same run)")
+    if reference is not None:
+        ref_wall, ref_rss = reference
+        print(f"AdaB2N reference, same run {ref_wall:8.1f} s   engine/reference wall: {wall / ref_wall:.2f}  "
+              f"(target <= 0.50); floor/reference {floor / ref_wall:.2f}; peak RSS {ref_rss:.0f} MiB "
+              f"= {ref_rss * 2**20 / 1e9:.2f} GB")
     if not args.no_baseline and args.device == "cpu":
         base_wall, base_rss, base_steps = baseline_process()
         print(f"mammoth-style baseline {base_wall:8.1f} s   engine/baseline wall: {wall / base_wall:.2f}  "
