@@ -25,7 +25,6 @@ import argparse
 import importlib.util
 import pickle
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
