@@ -54,9 +54,12 @@ def check_checkout(path: Path) -> None:
     if not (path / "utils" / "main.py").is_file() or not (path / "models" / "derpp.py").is_file():
         raise SystemExit(f"{path} is not a checkout of github.com/lvyilin/AdaB2N "
                          "(no utils/main.py and models/derpp.py)")
-    missing = [name for name in NEEDS if importlib.util.find_spec(name) is None]
-    if missing:
-        raise SystemExit(f"the reference needs {', '.join(missing)}: pip install {' '.join(missing)}")
+
+
+def missing_packages() -> list[str]:
+    """What the reference imports and this Python lacks (not the project's requirements:
+    only a reference run needs them)."""
+    return [name for name in NEEDS if importlib.util.find_spec(name) is None]
 
 
 def write_cifar10(folder: Path, data_args: str) -> None:
@@ -98,6 +101,9 @@ def reference_command(checkout: Path, norm: str, data_args: str, scratch: Path) 
 
 def run_reference(checkout: Path, norm: str, data_args: str) -> tuple[float, float]:
     """One measured reference run in a fresh process: (wall s, peak RSS MiB)."""
+    missing = missing_packages()
+    if missing:
+        raise SystemExit(f"the reference needs {', '.join(missing)}: pip install {' '.join(missing)}")
     from engine_throughput import run_measured
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -65,3 +65,12 @@ def test_a_folder_that_is_not_the_reference_or_a_layer_it_lacks_is_one_clear_lin
         reference_command(tmp_path, "adab2n", DATA_ARGS, tmp_path)
     with pytest.raises(SystemExit, match="no layer for --norm gn; choose one of: adab2n, bn"):
         reference_command(checkout, "gn", DATA_ARGS, tmp_path)
+
+
+def test_a_reference_run_without_its_packages_says_which_to_install(checkout, monkeypatch):
+    import benchmarks.adab2n_reference as ref
+
+    monkeypatch.setattr(ref, "NEEDS", ("torchvision", "no_such_package_for_the_reference"))
+    assert ref.missing_packages() == ["no_such_package_for_the_reference"]
+    with pytest.raises(SystemExit, match="needs no_such_package_for_the_reference: pip install"):
+        ref.run_reference(checkout, "adab2n", DATA_ARGS)
