@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -51,7 +52,8 @@ def test_dashboard_url_has_a_scheme_and_answers_with_the_documented_token(ray_cl
     with pytest.raises(HTTPError) as refused:
         urlopen(f"{url}/api/version", timeout=10)
     assert refused.value.code == 401
-    token = subprocess.run(["ray", "get-auth-token"], capture_output=True, text=True, check=True).stdout.strip()
+    ray_cli = Path(sys.executable).with_name("ray")   # the CLI of this environment, activated or not
+    token = subprocess.run([str(ray_cli), "get-auth-token"], capture_output=True, text=True, check=True).stdout.strip()
     request = Request(f"{url}/api/version", headers={"Authorization": f"Bearer {token.splitlines()[-1]}"})
     assert urlopen(request, timeout=10).status == 200
 
