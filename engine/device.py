@@ -20,11 +20,47 @@ EVAL_CHUNKS = {"cpu": 32, "cuda": 1024}
 
 
 def resolve_device(name: str) -> torch.device:
+    """`auto`: CUDA when it works, else the CPU. A named CUDA device that cannot run this torch
+    build is a one-line ConfigError saying why (a trial given a GPU never falls back silently)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but no CUDA device is available; use --device cpu or auto")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        why = cuda_unusable(device)
+        if why:
+            raise ConfigError(f"device={name!r} cannot be used: {why}; use --device cpu or auto")
+    return device
+
+
+def cuda_unusable(device: torch.device) -> str | None:
+    """Why CUDA cannot run this build's kernels on `device` (one line), or None."""
+    if not torch.cuda.is_available():
+        try:
+            torch.cuda.init()   # raises with the driver's own reason (too old, no device, ...)
+        except Exception as exc:   # noqa: BLE001 - any reason is reported, none is hidden
+            return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return "no CUDA device is visible"
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index >= torch.cuda.device_count():
+        return f"only {torch.cuda.device_count()} CUDA device(s) are visible"
+    cap = torch.cuda.get_device_capability(index)
+    if not has_kernels(cap, torch.cuda.get_arch_list()):
+        return (f"{torch.cuda.get_device_name(index)} (sm_{cap[0]}{cap[1]}) has no kernels in this torch "
+                f"build ({', '.join(torch.cuda.get_arch_list())})")
+    return None
+
+
+def has_kernels(cap: tuple[int, int], arch_list: list[str]) -> bool:
+    """Whether a build with `arch_list` (torch.cuda.get_arch_list()) runs on capability `cap`:
+    a kernel for sm_XY runs on X.Y' with Y' >= Y; PTX for compute_XY on any capability >= X.Y."""
+    for arch in arch_list:
+        kind, _, digits = arch.partition("_")
+        if not digits.isdigit() or len(digits) < 2:
+            continue
+        major, minor = int(digits[:-1]), int(digits[-1])
+        if (kind == "sm" and major == cap[0] and minor <= cap[1]) or (kind == "compute" and (major, minor) <= tuple(cap)):
+            return True
+    return False
 
 
 def place(net: nn.Module, device: torch.device) -> nn.Module:
@@ -46,3 +82,28 @@ def describe_device(device: torch.device) -> str:
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     return "cpu"
+
+
+def rng_state(device: torch.device) -> dict:
+    """The generators a trial draws from: the CPU's and its own device's. Never every visible
+    GPU's: a resumed trial may see other GPUs, or another number of them."""
+    state = {"cpu": torch.get_rng_state(), "device_type": device.type}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng(state: dict, device: torch.device) -> None:
+    """Put `rng_state`'s generators back on `device`: any GPU for a GPU run. A checkpoint of a
+    CPU run resumed on a GPU (or the reverse) is refused: the trial's numbers would change."""
+    saved = state.get("device_type")   # absent in checkpoints of engine 0.1: not checked
+    if saved is not None and saved != device.type:
+        raise ConfigError(f"the checkpoint was written by a {saved} run; resuming it on {device.type} "
+                          f"would change its numbers: run it on {saved} (--device), or delete "
+                          "checkpoint.pt to start over")
+    torch.set_rng_state(state["cpu"])
+    cuda = state.get("cuda")
+    if device.type == "cuda" and cuda is not None:
+        if isinstance(cuda, (list, tuple)):   # engine 0.1 saved every visible GPU's; the trial used the first
+            cuda = cuda[0]
+        torch.cuda.set_rng_state(cuda, device)

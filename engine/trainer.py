@@ -27,7 +27,7 @@ from engine import __version__, norms
 from engine.backbones import build_backbone
 from engine.config import TrialConfig
 from engine.datasets import ContinualDataset, build_dataset
-from engine.device import describe_device, eval_chunk, place, resolve_device
+from engine.device import describe_device, eval_chunk, place, resolve_device, restore_rng, rng_state
 from engine.errors import ConfigError, TrainingError
 from engine.methods import REGISTRY as METHODS
 from engine.methods.base import Method, class_balanced_pick
@@ -290,11 +290,8 @@ def evaluate(method: Method, dataset: ContinualDataset, task: int) -> dict[str, 
 
 
 def _checkpoint(cfg: TrialConfig, trial_id: str, method: Method, state: TrialState) -> dict[str, Any]:
-    rng = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
     return {"trial_id": trial_id, "config": cfg.to_dict(), "method": method.state_dict(),
-            "rng": rng, "state": state.__dict__}
+            "rng": rng_state(method.device), "state": state.__dict__}
 
 
 def _resume(out: Path, cfg: TrialConfig, trial_id: str, method: Method) -> TrialState:
@@ -305,7 +302,5 @@ def _resume(out: Path, cfg: TrialConfig, trial_id: str, method: Method) -> Trial
         raise ConfigError(f"{out / CHECKPOINT_FILE} belongs to another trial ({ckpt.get('trial_id')}); "
                           "delete it or choose another --out")
     method.load_state_dict(ckpt["method"])
-    torch.set_rng_state(ckpt["rng"]["cpu"])
-    if "cuda" in ckpt["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+    restore_rng(ckpt["rng"], method.device)
     return TrialState(**ckpt["state"])

@@ -87,17 +87,17 @@ def start_local(opts: ClusterOptions, say: Say) -> ClusterInfo:
     if opts.num_gpus is not None:
         n_gpus = opts.num_gpus
     else:
-        gpu_ids, why = gpus.wait_for_idle(opts.usage_threshold, opts.waitsecs, say) if opts.want_gpus \
-            else ([], "--gpus_per_trial 0")
-        if gpu_ids:
-            # NVML numbers GPUs in PCI bus order; make CUDA (and so Ray) number them the same way.
+        chosen, why = choose_gpus(opts, say) if opts.want_gpus else ([], "--gpus_per_trial 0")
+        if chosen:
+            # NVML numbers GPUs in PCI bus order; CUDA (and so Ray) get them by UUID, which no
+            # device order can confuse, and hand each trial its own.
             os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
-            notes.append(f"GPUs: using idle GPU {', '.join(map(str, gpu_ids))}")
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(g.uuid for g in chosen)
+            notes.append("GPUs: using idle " + ", ".join(f"{g.label} ({g.uuid})" for g in chosen))
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
             notes.append(f"no GPU to use ({why}): running trials on CPUs")
-        n_gpus = len(gpu_ids)
+        n_gpus = len(chosen)
     os.environ.update(WORKER_ENV)
     # Ray 2.60 turns token auth on for a new local cluster and warns about it; dashboard_lines
     # says the same with what to do, so its log line stays off the terminal.
@@ -112,6 +112,18 @@ def start_local(opts: ClusterOptions, say: Say) -> ClusterInfo:
                     dashboard=ctx.dashboard_url)
     info.notes = notes + info.notes
     return info
+
+
+def choose_gpus(opts: ClusterOptions, say: Say) -> tuple[list[gpus.GpuStatus], str | None]:
+    """The idle GPUs among those the user's CUDA_VISIBLE_DEVICES allows (waiting while all are
+    busy), after refusing GPUs this torch build cannot run (ConfigError: before Ray starts)."""
+    import torch
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")   # indices read in nvidia-smi's (PCI bus) order
+    why = gpus.check_runnable(gpus.probe(visible), torch.cuda.get_arch_list(), torch.version.cuda)
+    if why:
+        raise ConfigError(why)
+    return gpus.wait_for_idle(opts.usage_threshold, opts.waitsecs, say, probe_fn=lambda: gpus.probe(visible))
 
 
 def join(opts: ClusterOptions, say: Say) -> ClusterInfo:

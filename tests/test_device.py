@@ -43,6 +43,15 @@ def test_resolve_device_and_eval_chunks():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="no CUDA device"):
+        with pytest.raises(ConfigError, match="cannot be used: "):
             resolve_device("cuda:0")
     assert eval_chunk(torch.device("cpu")) == 32 and eval_chunk(torch.device("meta")) == 1024
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where CUDA cannot start")
+def test_a_cuda_device_that_cannot_start_is_one_line_with_the_drivers_reason():
+    with pytest.raises(ConfigError) as refused:
+        resolve_device("cuda")
+    text = str(refused.value)
+    assert text.startswith("device='cuda' cannot be used: ") and "\n" not in text
+    assert text != "device='cuda' cannot be used: no CUDA device is visible; use --device cpu or auto"

@@ -5,7 +5,7 @@ import pytest
 
 from engine import norms
 from engine.errors import ConfigError
-from orchestrator import gpus, sweep
+from orchestrator import sweep
 from orchestrator.progress import ProgressBoard
 
 SYNTH = {"seq-synth": {"train_per_class": 8, "test_per_class": 4, "image_size": 8}}
@@ -167,25 +167,6 @@ def test_summary_counts_axes():
 
 
 # ---- GPUs (NVML readings are data; the choice is ours) -------------------------------------------
-
-def test_idle_gpus_need_low_memory_and_low_utilization():
-    readings = [gpus.GpuStatus(0, "a", 0.05, 0.0, 0), gpus.GpuStatus(1, "b", 0.9, 0.0, 1),
-                gpus.GpuStatus(2, "c", 0.05, 0.95, 1), gpus.GpuStatus(3, "d", 0.29, 0.1, 1)]
-    assert gpus.idle(readings, 0.3) == [0, 3]
-
-
-def test_waits_for_an_idle_gpu_and_says_so_once():
-    busy = [gpus.GpuStatus(0, "a", 0.9, 0.9, 2)]
-    free = [gpus.GpuStatus(0, "a", 0.0, 0.0, 0)]
-    answers, said, slept = iter([(busy, None), (busy, None), (free, None)]), [], []
-    ids, why = gpus.wait_for_idle(0.3, 7, said.append, probe_fn=lambda: next(answers), sleep=slept.append)
-    assert ids == [0] and why is None and slept == [7, 7]
-    assert sum("busy" in line for line in said) == 1
-
-
-def test_no_nvml_means_cpu_mode_with_a_reason():
-    ids, why = gpus.wait_for_idle(0.3, 1, print, probe_fn=lambda: ([], "NVML unavailable (x)"))
-    assert ids == [] and "NVML" in why
 
 
 # ---- progress line ----------------------------------------------------------------------------

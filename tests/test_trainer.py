@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from engine.errors import TrainingError
+from engine.errors import ConfigError, TrainingError
 from engine.methods import REGISTRY as METHODS
 from engine.results import CHECKPOINT_FILE, RESULT_FILE
 from engine.trainer import build_trial, run_trial
@@ -107,3 +107,25 @@ def test_a_fresh_optimizer_replaces_the_old_one_inside_backward(tiny_cfg):
     for p, old, ref in zip(net.parameters(), before, plain.parameters()):
         assert p.grad is None
         assert torch.equal(p, old if ref.grad is None else old.add(ref.grad, alpha=-0.1))
+
+
+def test_a_checkpoint_holds_its_own_devices_generators_and_resumes_only_on_that_kind(tmp_path, tiny_cfg):
+    cfg = tiny_cfg(seed=1)
+    whole = run_trial(cfg, tmp_path / "whole")
+    with pytest.raises(Crash):
+        run_trial(cfg, tmp_path / "cut", progress=crash_after(1))
+    path = tmp_path / "cut" / CHECKPOINT_FILE
+    ckpt = torch.load(path, weights_only=False)
+    assert set(ckpt["rng"]) == {"cpu", "device_type"} and ckpt["rng"]["device_type"] == "cpu"
+
+    gpu_run = copy.deepcopy(ckpt)   # as a GPU run would have written it
+    gpu_run["rng"].update(device_type="cuda", cuda=torch.zeros(16, dtype=torch.uint8))
+    torch.save(gpu_run, path)
+    with pytest.raises(ConfigError, match="written by a cuda run; resuming it on cpu would change"):
+        run_trial(cfg, tmp_path / "cut")
+
+    old = copy.deepcopy(ckpt)       # engine 0.1: no device kind, every visible GPU's generator
+    del old["rng"]["device_type"]
+    old["rng"]["cuda"] = [torch.zeros(16, dtype=torch.uint8)] * 2
+    torch.save(old, path)
+    assert run_trial(cfg, tmp_path / "cut")["metrics"] == whole["metrics"]
