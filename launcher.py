@@ -74,13 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--dry_run", action="store_true", default=False, help="print the grid and exit")
     o.add_argument("--report_only", action="store_true", default=False,
                    help="aggregate the sweep --name into tables and plots, run nothing")
+    o.add_argument("--baseline", metavar="LAYER", default=S,
+                   help="the layer the report's paired tables compare every other layer to (default bn)")
     o.add_argument("--yes", action="store_true", default=False, help="start without asking")
     return p
 
 
 RUN_DEFAULTS = {"results_dir": "results", "coldsecs": 0.0, "waitsecs": 25.0, "usage_threshold": 0.3,
                 "logdir": None, "gpus_per_trial": None, "cpus_per_trial": 1.0, "max_failures": 2,
-                "nowandb": False, "wandb_project": "CL", "address": None, "dashboard_port": None}
+                "nowandb": False, "wandb_project": "CL", "address": None, "dashboard_port": None,
+                "baseline": None}
 
 
 def maybe_reexec(interpreter: str | None, argv: list[str]) -> None:
@@ -116,11 +119,14 @@ def main(argv: list[str] | None = None) -> int:
         from orchestrator.ledger import SweepDir
         sweep_dir = SweepDir(flags["results_dir"], str(flags["name"]))
         if report_only:
-            return _report_only(sweep_dir.root)
+            return _report_only(sweep_dir.root, run["baseline"])
         if run["address"]:
             from orchestrator.cluster import check_address
             check_address(run["address"])
         trials = sweep.expand(spec)
+        layers = sorted({t.config.norm for t in trials})
+        if run["baseline"] and run["baseline"].lower() not in layers:  # else the report fails at the end
+            raise ConfigError(f"--baseline {run['baseline']!r} is not among --methods: {', '.join(layers)}")
         finished = {t.trial_id for t in trials if sweep_dir.is_done(t.trial_id)}
         done = [t for t in trials if t.trial_id in finished]
         pending = [t for t in trials if t.trial_id not in finished]
@@ -136,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         sweep_dir.check_writable()
         if not pending:
             print("Nothing to run: every trial of this grid has finished.")
-            _report(sweep_dir.root)
+            _report(sweep_dir.root, run["baseline"])
             return 0
         if not yes and not _confirm():
             print("Not started.")
@@ -213,7 +219,7 @@ def _launch(pending, n_done: int, sweep_dir, run: dict) -> int:
         print("Interrupted. Finished trials are kept; run the same command to continue "
               "(running trials resume from their last finished task).", file=sys.stderr)
         return 130
-    _report(sweep_dir.root)
+    _report(sweep_dir.root, run["baseline"])
     if outcome.failed:
         print(f"{len(outcome.failed)} of {len(pending)} trials failed:", file=sys.stderr)
         for f in outcome.failed:
@@ -223,23 +229,23 @@ def _launch(pending, n_done: int, sweep_dir, run: dict) -> int:
     return 0
 
 
-def _report_only(sweep_root: Path) -> int:
-    from orchestrator.report import ReportError, build_report, summary_text
+def _report_only(sweep_root: Path, baseline: str | None) -> int:
+    from orchestrator.report import ReportError, show
 
     try:
-        print(summary_text(build_report(sweep_root)))
+        show(sweep_root, baseline=baseline)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
-def _report(sweep_root: Path) -> None:
+def _report(sweep_root: Path, baseline: str | None) -> None:
     """Aggregate with orchestrator.report (tables, plots) and print where they are."""
-    from orchestrator.report import build_report, summary_text
+    from orchestrator.report import show
 
     try:
-        print(summary_text(build_report(sweep_root)))
+        show(sweep_root, baseline=baseline)
     except ValueError as exc:  # ReportError: e.g. no finished trial yet
         print(f"report: {exc}")
     except Exception as exc:  # a report bug must not hide the sweep's own outcome

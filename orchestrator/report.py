@@ -12,10 +12,13 @@ Writes, under the output directory (the sweep directory unless told otherwise):
   summary.csv  one row per config over seeds: <metric>_mean, <metric>_std, <metric>_n
   missing.csv  trials that did not finish: trial id, status, error, log file
   tables/<dataset>_<setting>[_task_il_faa|_class_il_ffm].{csv,md}  and  ..._grid.{csv,md}
-  plots/<dataset>_<setting>_<model>_buf<size>.png, plots/<dataset>_<setting>_final_class_il_faa.png
+  tables/<dataset>_<setting>_paired.{csv,md}  every layer minus the baseline, paired by seed
+  plots/<dataset>_<setting>_<model>_buf<size>.png, plots/<dataset>_<setting>_final_class_il_faa.png,
+  plots/<dataset>_<setting>_paired.png
 
-CLI: python -m orchestrator.report results/<sweep> [--out DIR]   (exit 2 with one line on bad input)
-Imports pandas and numpy only; matplotlib is imported inside the plotting functions.
+CLI: python -m orchestrator.report results/<sweep> [--out DIR] [--baseline LAYER]
+(exit 2 with one line on bad input). Imports pandas, numpy and (in orchestrator.paired) scipy;
+matplotlib is imported inside the plotting functions.
 """
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
+
+from orchestrator import paired
 
 SCHEMA = "normsweep.result/1"
 SCENARIOS = ("class_il", "task_il")
@@ -55,6 +60,16 @@ MISSING_COLUMNS = ("trial_id", "status", "error", "log_file", "dataset", "settin
                    "buffer_size", "norm", "norm_options", "seed", "trial_dir")
 GRID_MARK = "†"
 GRID_NOTE = "best grid point by mean class-IL FAA: chosen on the test metric, as the paper's grid search"
+DEFAULT_BASELINE = "bn"
+NO_WINNER = "no clear winner"
+WINNER_NOTE = ("bold: the row's best layer beats every other layer of the row, the runner-up included, in "
+               "a paired t-test over their shared seeds (95% interval excludes 0); otherwise "
+               f"'{NO_WINNER}'")
+PAIRED_NOTE = ("layer minus baseline per shared seed (a seed fixes the class order); bold: the 95% t "
+               "interval excludes 0, per comparison, uncorrected; Wilcoxon from 6 pairs; "
+               f"{GRID_MARK}: the grid point the tables show, chosen on this metric, so its difference "
+               f"is optimistic; seeds for {paired.DETECT:g} pts: seeds a paired t-test needs to detect a "
+               f"{paired.DETECT:g}-point difference at {paired.POWER:.0%} power given this spread")
 
 
 class ReportError(ValueError):
@@ -73,6 +88,8 @@ class Section:
     row_keys: list[str]        # model, buffer_size, plus any other config column varying inside them
     cells: pd.DataFrame        # summary rows, one per table row x norm
     grid: pd.DataFrame         # the chosen grid point per table row x gridded norm (may be empty)
+    values: pd.DataFrame       # per-seed metrics by (_key, seed): what pairing aligns on
+    paired: pd.DataFrame       # orchestrator.paired.paired_table against the baseline (may be empty)
 
     @property
     def name(self) -> str:
@@ -98,11 +115,13 @@ class Report:
 # ---- public API ---------------------------------------------------------------------------
 
 def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *,
-                 plots: bool = True, keep_figures: bool = False) -> Report:
+                 plots: bool = True, keep_figures: bool = False,
+                 baseline: str | None = None) -> Report:
     """Read a sweep, write every report file, return what was computed and written.
 
-    Raises ReportError (a ValueError) when the directory is missing or no trial finished.
-    keep_figures=True keeps the matplotlib Figures in Report.figures (for inspection/tests).
+    Raises ReportError (a ValueError) when the directory is missing, no trial finished, or an
+    explicit `baseline` is no layer of the sweep (the default, bn, may be absent: its paired
+    tables then say so). keep_figures=True keeps the matplotlib Figures in Report.figures.
     """
     sweep_dir = Path(sweep_dir)
     out_dir = Path(out_dir) if out_dir is not None else sweep_dir
@@ -112,8 +131,11 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *,
         rest = ", ".join(f"{n} {s}" for s, n in counts.items() if n and s != "finished") or "no trials"
         raise ReportError(f"no finished trial in {sweep_dir} ({rest})")
     summary = summarize(trials)
-    rep = Report(sweep_dir, out_dir, trials, summary, build_sections(summary, trials),
-                 missing_trials(trials))
+    layers = sorted(summary["norm"].unique())
+    if baseline is not None and baseline.lower() not in layers:
+        raise ReportError(f"--baseline {baseline!r} is not a layer of this sweep; layers: {', '.join(layers)}")
+    sections = build_sections(summary, trials, (baseline or DEFAULT_BASELINE).lower())
+    rep = Report(sweep_dir, out_dir, trials, summary, sections, missing_trials(trials))
     write_files(rep)
     if plots:
         write_plots(rep, keep_figures=keep_figures)
@@ -134,6 +156,12 @@ def summary_text(report: Report, max_missing: int = 20) -> str:
                   table.to_string(index=False)]
         if not section.grid.empty:
             lines.append(f"{GRID_MARK} {GRID_NOTE}; see {_tables_dir(report) / (section.name + '_grid.csv')}")
+        if not section.paired.empty:
+            lines += ["", f"Paired by seed: class-IL FAA difference from {section.paired['baseline'].iloc[0]}"
+                          " (*: its 95% interval excludes 0)",
+                      paired.display_frame(section.paired, section.row_keys, bold=False)
+                      .drop(columns="baseline").to_string(index=False),
+                      *paired.power_lines(section.paired, section.row_keys)]
     if not report.missing.empty:
         lines += ["", f"Not finished ({len(report.missing)}), see {report.out_dir / 'missing.csv'}:"]
         for row in report.missing.head(max_missing).itertuples(index=False):
@@ -385,13 +413,16 @@ def group_columns(trials: pd.DataFrame) -> list[str]:
     return [c for c in config_columns(trials) if c not in NOT_GROUPED]
 
 
-def build_sections(summary: pd.DataFrame, trials: pd.DataFrame) -> list[Section]:
+def build_sections(summary: pd.DataFrame, trials: pd.DataFrame,
+                   baseline: str = DEFAULT_BASELINE) -> list[Section]:
     keys = group_columns(trials)
+    values = paired.seed_values(trials, list(METRIC_COLUMNS))
     sections = []
     for (dataset, setting), part in summary.groupby(["dataset", "setting"], sort=True):
         row_keys = _row_keys(part, keys)
         cells, grid = choose_grid_points(part, row_keys)
-        sections.append(Section(str(dataset), str(setting), row_keys, cells, grid))
+        table = paired.paired_table(cells, row_keys, values, baseline, MAIN_METRIC)
+        sections.append(Section(str(dataset), str(setting), row_keys, cells, grid, values, table))
     return sections
 
 
@@ -436,8 +467,9 @@ def format_table(section: Section, metric: str, higher_better: bool = True,
     """Rows = section.row_keys, one column per norm, cells 'mean ± std' (2 decimals).
 
     A cell with one seed shows the mean alone; a cell with fewer seeds than the table's best-covered
-    cell gets ' (n=k)'. style 'md' bolds the row's best mean and marks grid-chosen cells with †;
-    'text' marks grid cells and adds a 'best' column; 'csv' is plain.
+    cell gets ' (n=k)'. style 'md' marks grid-chosen cells with †, bolds the row's best layer only
+    when it beats every other layer significantly (paired.clear_winner) and adds a 'winner' column
+    (that layer or 'no clear winner'); 'text' does the same without bold; 'csv' is plain.
     """
     cells, keys = section.cells, section.row_keys
     norms = _norm_order(cells["norm"].unique())
@@ -445,21 +477,20 @@ def format_table(section: Section, metric: str, higher_better: bool = True,
     rows = []
     for row_vals, group in cells.groupby(keys, dropna=False, sort=False):
         by_norm = {r["norm"]: r for _, r in group.iterrows()}
-        means = {n: r[f"{metric}_mean"] for n, r in by_norm.items() if _present(r[f"{metric}_mean"])}
-        best = _best(means, higher_better)
+        winner = None if style == "csv" else paired.clear_winner(group, section.values, metric, higher_better)
         row = {k: _fmt_value(v) for k, v in zip(keys, row_vals)}
         for norm in norms:
             r = by_norm.get(norm)
             text = "" if r is None else _cell_text(r, metric, max_n)
             if text and style != "csv" and r["grid_points"] > 1:
                 text += f" {GRID_MARK}"
-            if text and style == "md" and norm in best:
+            if text and style == "md" and norm == winner:
                 text = f"**{text}**"
             row[norm] = text
-        if style == "text":
-            row["best"] = ", ".join(sorted(best))
+        if style != "csv":
+            row["winner"] = winner or (NO_WINNER if group[f"{metric}_mean"].notna().sum() > 1 else "")
         rows.append(row)
-    return pd.DataFrame(rows, columns=[*keys, *norms] + (["best"] if style == "text" else []))
+    return pd.DataFrame(rows, columns=[*keys, *norms] + (["winner"] if style != "csv" else []))
 
 
 def _cell_text(row: pd.Series, metric: str, max_n: float) -> str:
@@ -468,13 +499,6 @@ def _cell_text(row: pd.Series, metric: str, max_n: float) -> str:
         return ""
     text = f"{mean:.2f}" if not _present(std) else f"{mean:.2f} ± {std:.2f}"
     return text + (f" (n={int(n)})" if n < max_n else "")
-
-
-def _best(means: dict[str, float], higher_better: bool) -> set[str]:
-    if not means:
-        return set()
-    target = max(means.values()) if higher_better else min(means.values())
-    return {n for n, v in means.items() if v == target}
 
 
 def _norm_order(norms: Iterable[str]) -> list[str]:
@@ -505,13 +529,20 @@ def write_files(report: Report) -> None:
             base = tables / f"{section.name}{suffix}"
             _write_csv(report, format_table(section, metric, higher, "csv"), base.with_suffix(".csv"))
             title = f"{section.dataset} / {section.setting}: {metric} (%), mean ± std over seeds"
+            notes = [WINNER_NOTE] + ([f"{GRID_MARK} {GRID_NOTE}"] if not section.grid.empty else [])
             _write_md(report, title, format_table(section, metric, higher, "md"), base.with_suffix(".md"),
-                      note=f"{GRID_MARK} {GRID_NOTE}" if not section.grid.empty else "")
+                      note="\n\n".join(notes))
         if not section.grid.empty:
             base = tables / f"{section.name}_grid"
             _write_csv(report, section.grid, base.with_suffix(".csv"))
             _write_md(report, f"{section.dataset} / {section.setting}: chosen grid points",
                       section.grid.round(2), base.with_suffix(".md"))
+        if not section.paired.empty:
+            base = tables / f"{section.name}_paired"
+            _write_csv(report, section.paired, base.with_suffix(".csv"))
+            _write_md(report, f"{section.dataset} / {section.setting}: class-IL FAA, paired by seed",
+                      paired.display_frame(section.paired, section.row_keys), base.with_suffix(".md"),
+                      note="\n\n".join([PAIRED_NOTE, *paired.power_lines(section.paired, section.row_keys)]))
 
 
 def _write_csv(report: Report, df: pd.DataFrame, path: Path) -> None:
@@ -541,7 +572,8 @@ def _listed_files(report: Report) -> list[Path]:
 
 def write_plots(report: Report, keep_figures: bool = False) -> list[Path]:
     """Per dataset x setting x table row: class-IL accuracy after each task, one line per layer
-    (mean over seeds, band = ± one sample std); per dataset x setting: final class-IL FAA bars."""
+    (mean over seeds, band = ± one sample std); per dataset x setting: final class-IL FAA bars
+    and, when some layer shares a seed with the baseline, the paired differences."""
     plots_dir = report.out_dir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
     done = report.trials[report.trials["status"] == "finished"]
@@ -554,6 +586,8 @@ def write_plots(report: Report, keep_figures: bool = False) -> list[Path]:
             _save(report, curve_figure(title, curves), plots_dir / f"{stem}.png", keep_figures)
         _save(report, bar_figure(section), plots_dir / f"{section.name}_final_{MAIN_METRIC}.png",
               keep_figures)
+        if not section.paired.empty and (section.paired["n"] > 0).any():
+            _save(report, paired_figure(section), plots_dir / f"{section.name}_paired.png", keep_figures)
     return report.plots
 
 
@@ -610,6 +644,15 @@ def bar_figure(section: Section) -> Any:
                  fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
+    return fig
+
+
+def paired_figure(section: Section) -> Any:
+    shown = int((section.paired["n"] > 0).sum())
+    fig, ax = _new_axes((7.2, 1.6 + 0.35 * shown))
+    paired.plot_differences(ax, section.paired, section.row_keys)
+    ax.set_title(f"{section.dataset} / {section.setting}: class-IL FAA minus "
+                 f"{section.paired['baseline'].iloc[0]}, paired by seed", fontsize=10)
     return fig
 
 
@@ -698,17 +741,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path, help="results/<sweep>")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: sweep_dir)")
     parser.add_argument("--no-plots", action="store_true", help="write the CSV/MD files only")
+    parser.add_argument("--baseline", metavar="LAYER", default=None,
+                        help="the layer the paired tables subtract (default bn)")
     args = parser.parse_args(argv)
+    try:
+        show(args.sweep_dir, args.out, plots=not args.no_plots, baseline=args.baseline)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def show(sweep_dir: str | Path, out_dir: str | Path | None = None, **options: Any) -> Report:
+    """build_report, then print its summary; skipped files print as one 'warning: ...' line each
+    (not Python's two-line warning with a source line). What the CLI and the launcher call."""
     with warnings.catch_warnings():
         warnings.simplefilter("always", ReportWarning)
         warnings.showwarning = _show_warning
-        try:
-            rep = build_report(args.sweep_dir, args.out, plots=not args.no_plots)
-        except ReportError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        rep = build_report(sweep_dir, out_dir, **options)
     print(summary_text(rep))
-    return 0
+    return rep
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001

@@ -289,7 +289,7 @@ def test_plots_one_line_per_layer_with_seed_means(built, sweep):
     plots = rep.out_dir / "plots"
     expected_files = {f"seq-digits_online_{m}_buf{s}.png" for m, s in ROWS} | {
         "seq-synth_offline_er_buf200.png", "seq-digits_online_final_class_il_faa.png",
-        "seq-synth_offline_final_class_il_faa.png"}
+        "seq-synth_offline_final_class_il_faa.png", "seq-digits_online_paired.png"}
     assert {p.name for p in plots.iterdir()} == expected_files
     for name in expected_files:
         data = (plots / name).read_bytes()

@@ -154,10 +154,10 @@ def test_presets_parse_and_unknown_keys_are_rejected(tmp_path):
 
 
 @needs("tbbn", "adab2n")
-def test_quickstart_preset_is_nine_trials():
+def test_quickstart_preset_is_twelve_trials():
     flags = sweep.load_preset("quickstart")
     trials = sweep.expand(sweep.spec_from_flags({k: v for k, v in flags.items() if k in sweep.DEFAULTS}))
-    assert len(trials) == 9 and {t.config.norm for t in trials} == {"bn", "tbbn", "adab2n"}
+    assert len(trials) == 12 and {t.config.norm for t in trials} == {"bn", "tbbn", "adab2n"}
 
 
 def test_summary_counts_axes():
