@@ -50,10 +50,11 @@ REQUIRED_CONFIG = ("dataset", "setting", "model", "norm", "buffer_size", "seed")
 # Dict-valued config fields become one column per option: norm_args.kappa -> norm.kappa.
 OPTION_PREFIXES = {"norm_args": "norm.", "method_args": "method.", "data_args": "data."}
 # Not part of what a config computes: seed is what we average over; data_root is where data lives.
-# (device is not a config column at all: trials.csv's `device` is where the trial actually ran.)
+# (device is not a config column: trials.csv's `device` is where the trial actually ran, and its
+# kind, `device_kind`, is grouped on: CPU and GPU runs of one config do not compute the same numbers.)
 NOT_GROUPED = ("seed", "data_root")
 HEAD_COLUMNS = ("trial_id", "status", "dataset", "setting", "model", "buffer_mode", "buffer_size",
-                "norm", "norm_options")
+                "norm", "norm_options", "device_kind")
 RUNTIME_COLUMNS = ("wall_time_s", "steps", "steps_per_s", "device", "run_name", "log_file",
                    "error", "trial_dir")
 MISSING_COLUMNS = ("trial_id", "status", "error", "log_file", "dataset", "setting", "model",
@@ -209,19 +210,21 @@ def read_trial(trial_dir: Path) -> dict[str, Any] | None:
     planned, failure_info = planned or {}, failure or {}
     config = result["config"] if result else planned.get("config")
     config = config if isinstance(config, dict) else {}
+    kind = device_kind(result.get("device")) if result else None
     row: dict[str, Any] = {
         "trial_id": _first(result and result.get("trial_id"), planned.get("trial_id"),
                            failure_info.get("trial_id"), trial_dir.name),
         "status": status,
         **flatten_config(config),
         "norm_options": _options_label(config.get("norm_args")),
+        "device_kind": kind,
         "device": result.get("device") if result else config.get("device"),
         "run_name": planned.get("run_name"),
         "log_file": _first(planned.get("log_file"), failure_info.get("log_file"),
                            result and result.get("log_file")),
         "error": _error_text(status, failure, problem),
         "trial_dir": str(trial_dir),
-        "_key": _group_key(config),
+        "_key": _group_key(config, kind),
         "_curve": None,
     }
     if result is not None:
@@ -322,11 +325,16 @@ def _cell_value(value: Any) -> Any:
     return json.dumps(value, sort_keys=True) if isinstance(value, (list, tuple, dict)) else value
 
 
-def _group_key(config: dict[str, Any]) -> str:
-    """Same text for the same config up to the seed: the summary groups on it."""
-    flat = flatten_config(config)
+def _group_key(config: dict[str, Any], kind: str | None) -> str:
+    """Same text for the same config (and device kind) up to the seed: the summary groups on it."""
+    flat = {**flatten_config(config), "device_kind": kind}
     return json.dumps({k: v for k, v in flat.items() if k not in NOT_GROUPED and v is not None},
                       sort_keys=True, default=str)
+
+
+def device_kind(device: Any) -> str | None:
+    """result.json's device ("cpu", "cuda:0 (NVIDIA H100 80GB HBM3)") -> "cpu" or "cuda"."""
+    return str(device).split(":")[0].split(" ")[0] or None if device else None
 
 
 def _options_label(options: Any) -> str:

@@ -368,3 +368,27 @@ def test_cli_writes_files_and_prints_the_main_table(tmp_path):
     for rel in ("trials.csv", "summary.csv", "missing.csv", "tables/seq-digits_online.csv",
                 "tables/seq-digits_online.md", "plots/seq-digits_online_er_buf200.png"):
         assert (tmp_path / rel).stat().st_size > 0, rel
+
+
+def test_cpu_and_gpu_trials_of_one_config_are_never_averaged_together(tmp_path):
+    """The trial id leaves the device out, so the same config can finish on a CPU and a GPU:
+    their numbers differ, so they are two summary groups and two table rows (device_kind)."""
+    rng = np.random.default_rng(0)
+    device = {"cpu": "cpu", "cuda": "cuda:0 (NVIDIA H100 80GB HBM3)"}
+    for norm in ("bn", "tbbn"):
+        for seed in (0, 1):
+            for kind in ("cpu", "cuda"):
+                cfg, tid = trial_config(norm=norm, seed=seed), f"{norm}{seed}{kind}"
+                result = write_result(tmp_path / tid, tid, cfg, *fake_run(rng, 50 if kind == "cpu" else 80))
+                result["device"] = device[kind]
+                (tmp_path / tid / "result.json").write_text(json.dumps(result))
+    build_report(tmp_path)
+    trials = pd.read_csv(tmp_path / "trials.csv")
+    assert sorted(trials["device_kind"].unique()) == ["cpu", "cuda"]
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert len(summary) == 4 and set(summary["n_seeds"]) == {2}          # (bn, tbbn) x (cpu, cuda)
+    for (norm, kind), group in summary.groupby(["norm", "device_kind"]):
+        expected = trials[(trials["norm"] == norm) & (trials["device_kind"] == kind)]["class_il_faa"].mean()
+        assert group["class_il_faa_mean"].iloc[0] == pytest.approx(expected)
+    table = pd.read_csv(tmp_path / "tables" / "seq-digits_online.csv")
+    assert "device_kind" in table.columns and sorted(table["device_kind"]) == ["cpu", "cuda"]
