@@ -8,7 +8,7 @@ The first refusal is raised as the engine's one-line ConfigError.
 """
 from __future__ import annotations
 
-import json
+from dataclasses import fields
 from typing import Iterable
 
 from engine.config import TrialConfig
@@ -23,8 +23,7 @@ def check_builds(configs: Iterable[TrialConfig]) -> int:
     """Build each distinct network once (smallest buffer of its group); returns how many."""
     builds: dict[str, TrialConfig] = {}
     for cfg in configs:
-        key = json.dumps({k: v for k, v in cfg.to_dict().items() if k not in TRAINING_ONLY},
-                         sort_keys=True, default=str)
+        key = repr([getattr(cfg, f.name) for f in fields(cfg) if f.name not in TRAINING_ONLY])
         if key not in builds or cfg.buffer_size < builds[key].buffer_size:
             builds[key] = cfg
     for cfg in builds.values():

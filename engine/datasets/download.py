@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -53,13 +54,20 @@ def fetch(name: str, archive: Archive, root: Path) -> None:
         raise ConfigError(f"{name}: no {target} and its download failed ({detail}); {how}") from err
 
 
+def _first_hop(url: str) -> tuple[str, int]:
+    """Where the download connects first: the proxy urllib will use for it, else the server."""
+    parts = urlparse(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        parts = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+    return parts.hostname or "", parts.port or DEFAULT_PORTS.get(parts.scheme, 443)
+
+
 def _download_into(archive: Archive, root: Path) -> None:
     from torchvision.datasets.utils import calculate_md5, download_url, extract_archive
 
     with tempfile.TemporaryDirectory(dir=root, prefix=f".{archive.folder}.") as tmp:
-        url = urlparse(archive.url)
-        socket.create_connection((url.hostname, url.port or DEFAULT_PORTS.get(url.scheme, 443)),
-                                 timeout=CONNECT_TIMEOUT_S).close()
+        socket.create_connection(_first_hop(archive.url), timeout=CONNECT_TIMEOUT_S).close()
         old = socket.getdefaulttimeout()
         socket.setdefaulttimeout(READ_TIMEOUT_S)  # process-wide (torchvision's urlopen has none), so restored
         try:
