@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a layer's hyper-grid, replacing its default; e.g. adab2n:kappa=0.4,lambd=0.1,ada_t0=1 "
                         "(one point) or adab2n:kappa=0.1|0.4 (two); 'adab2n:' = its defaults")
     o.add_argument("--data_args", nargs="+", default=S, metavar="[DATASET:]K=V,...",
-                   help="dataset options, e.g. seq-synth:image_size=8,train_per_class=8")
+                   help="dataset options, e.g. seq-synth:image_size=8,train_per_class=8; without DATASET: "
+                        "to every dataset of the grid that takes them (download=false: CIFAR)")
     o.add_argument("--trial_args", nargs="+", default=S, metavar="K=V|V,...",
                    help="other trial fields for every trial, '|' sweeps them, e.g. lr=0.03|0.1 n_tasks=5")
     o.add_argument("--data_root", default=S, help="where on-disk datasets live; the launcher makes them "

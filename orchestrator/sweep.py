@@ -248,6 +248,11 @@ def _check_unused_entries(spec: SweepSpec, layers: list[str]) -> None:
 
     for name in unused_data_args(spec):
         datasets.resolve_options(name, spec.data_args[name])
+    grid = [_dataset_key(d) for d in spec.datasets]
+    taken = {k for d in grid for k in datasets.REGISTRY.get(d).options}
+    for key in sorted(set(spec.data_args.get(ALL_DATASETS, {})) - taken):
+        raise ConfigError(f"--data_args {key}: no dataset of the grid ({', '.join(grid)}) takes it; "
+                          f"their options: {', '.join(sorted(taken)) or 'none'}")
     for layer in sorted(set(spec.norm_grid) - set(layers)):
         for point in grid_points(spec.norm_grid[layer]):
             norms.resolve_options(layer, point, setting=spec.setting)
@@ -280,7 +285,13 @@ def grid_points(grid: Mapping[str, tuple]) -> list[dict[str, Any]]:
 
 
 def data_args_for(spec: SweepSpec, dataset: str) -> dict[str, Any]:
-    return {**spec.data_args.get(ALL_DATASETS, {}), **spec.data_args.get(dataset, {})}
+    """An entry without `dataset:` goes to the datasets that take its options (download=false
+    reaches CIFAR, not seq-miniimg); a dataset's own entry is checked whole."""
+    from engine import datasets
+
+    declared = datasets.REGISTRY.get(dataset).options
+    shared = {k: v for k, v in spec.data_args.get(ALL_DATASETS, {}).items() if k in declared}
+    return {**shared, **spec.data_args.get(dataset, {})}
 
 
 def run_name(cfg: TrialConfig, grid_point: Mapping[str, Any], varying: list[str]) -> str:

@@ -111,6 +111,7 @@ BAD_INPUTS = [
     (["--data_args", "seq-cifar10:download=maybe"], "dataset seq-cifar10 option download='maybe' is not a bool"),
     (["--norm_grid", "adab2n:kappa=9"], "norm adab2n option kappa=9.0 is above its maximum"),
     (["--data_args", "seq-nope:x=1"], "unknown dataset 'seq-nope'"),
+    (["--data_args", "downlaod=false"], "--data_args downlaod: no dataset of the grid (seq-synth) takes it"),
     # pre-flight: what the engine refuses when it builds a trial
     ([*DIGITS, "--trial_args", "n_tasks=3"], "n_tasks=3 does not divide the 10 classes"),
     ([*DIGITS, "--methods", "in"], "needs more than one spatial position"),
@@ -121,6 +122,8 @@ BAD_INPUTS = [
     # the data stage: missing, corrupt, not downloadable
     ([*CIFAR, "--data_args", "download=false", "--data_root", "T/nodata"], "seq-cifar10: no CIFAR-10 at"),
     ([*CIFAR, "--data_args", "download=false", "--data_root", "T/corrupt"], "seq-cifar10: cannot read CIFAR-10"),
+    ([*CIFAR, "--datasets", "seq-digits", "seq-cifar10", "--data_args", "download=false", "--data_root", "T/nodata"],
+     "seq-cifar10: no CIFAR-10 at"),   # an option without `dataset:` goes to the datasets that take it
     (["--datasets", "seq-miniimg", "--models", "er", "--methods", "bn", "--buffer_sizes", "20",
       "--data_root", "T/nodata"], "seq-miniimg: no Mini-ImageNet at"),
     (["--datasets", "seq-tinyimg", "--models", "er", "--methods", "bn", "--buffer_sizes", "20",
