@@ -84,4 +84,4 @@ def _coerce(action: argparse.Action, value: Any) -> Any:
 def _one(action: argparse.Action, value: Any) -> Any:
     if isinstance(value, (list, dict)):
         raise argparse.ArgumentTypeError(f"{value!r} is not a single value")
-    return action.type(value) if action.type else value
+    return action.type(value) if action.type else str(value)  # `name: 2024` is the name "2024"

@@ -171,6 +171,13 @@ def test_bad_input_is_one_line_and_exit_2_before_ray_and_before_the_grid(bad_inp
     assert not ray.is_initialized()
 
 
+def test_preset_values_take_their_flags_types(tmp_path, capsys):
+    (tmp_path / "p.yaml").write_text("name: 2024\nnum_seeds: 2\ncpus_per_trial: 2\nnowandb: true\n")
+    rc = launcher.main([*TINY, "--config", str(tmp_path / "p.yaml"), "--results_dir", str(tmp_path), "--dry_run"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "Sweep '2024'" in out and "= 2 trials" in out
+
+
 def _ray_running_here() -> bool:
     from ray._private.services import find_gcs_addresses
 
