@@ -221,7 +221,7 @@ def parse_trial_args(given: Any) -> dict[str, tuple]:
 def expand(spec: SweepSpec) -> list[PlannedTrial]:
     """Every trial of the grid, resolved by the engine, without duplicates (first one wins)."""
     layers = [_norm_name(m) for m in spec.methods]
-    _check_unused_entries(spec, layers)
+    _check_entries(spec, layers)
     trials: dict[str, PlannedTrial] = {}
     trial_axes = list(spec.trial_args.items())
     for seed, dataset, layer, model in itertools.product(spec.seeds, spec.datasets, layers, spec.models):
@@ -241,17 +241,19 @@ def expand(spec: SweepSpec) -> list[PlannedTrial]:
     return _unique_names(list(trials.values()))
 
 
-def _check_unused_entries(spec: SweepSpec, layers: list[str]) -> None:
-    """--data_args / --norm_grid entries for a dataset or layer outside the grid are checked all
-    the same (a bad value is an error wherever it is), then ignored with a note (summarize_grid)."""
+def _check_entries(spec: SweepSpec, layers: list[str]) -> None:
+    """What the trials alone would not check: --data_args / --norm_grid entries for a dataset or
+    layer outside the grid (a bad value is an error wherever it is; then ignored with a note in
+    summarize_grid), and an option without `dataset:` that no dataset of the grid takes."""
     from engine import datasets, norms
 
     for name in unused_data_args(spec):
         datasets.resolve_options(name, spec.data_args[name])
     grid = [_dataset_key(d) for d in spec.datasets]
     taken = {k for d in grid for k in datasets.REGISTRY.get(d).options}
-    for key in sorted(set(spec.data_args.get(ALL_DATASETS, {})) - taken):
-        raise ConfigError(f"--data_args {key}: no dataset of the grid ({', '.join(grid)}) takes it; "
+    stray = sorted(set(spec.data_args.get(ALL_DATASETS, {})) - taken)
+    if stray:
+        raise ConfigError(f"--data_args {stray[0]}: no dataset of the grid ({', '.join(grid)}) takes it; "
                           f"their options: {', '.join(sorted(taken)) or 'none'}")
     for layer in sorted(set(spec.norm_grid) - set(layers)):
         for point in grid_points(spec.norm_grid[layer]):
