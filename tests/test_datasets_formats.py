@@ -188,7 +188,9 @@ def test_cifar_published_checksums_are_torchvisions():
 def test_cifar_download_checks_the_md5_and_moves_the_folder_in_whole(tmp_path, cifar_server):
     spec, requests = cifar_server
     root = tmp_path / "data"
+    timeout = socket.getdefaulttimeout()
     datasets.prepare(spec, root, {"download": True})
+    assert socket.getdefaulttimeout() == timeout  # bounded waits during the download only
     assert spec.load(root, {"download": True}).x_test.shape == (20, 3, 32, 32)
     assert sorted(p.name for p in root.iterdir()) == [".cifar-10-batches-py.lock", "cifar-10-batches-py"]
     n = len(requests)
