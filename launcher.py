@@ -120,11 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         args = vars(parser.parse_args(argv))
         maybe_reexec(args.pop("interpreter", None), argv)
-        modes = {m: args.pop(m) for m in ("dry_run", "yes", "report_only", "prepare_data")}
-        plan = _plan(parser, args, report_only=modes["report_only"])
-        if modes["report_only"]:
+        dry_run, yes, report_only, prepare_data = (args.pop(m) for m in ("dry_run", "yes", "report_only",
+                                                                         "prepare_data"))
+        plan = _plan(parser, args, report_only=report_only)
+        if report_only:
             return _report_only(plan.sweep_dir.root)
-        return _run(plan, **{m: modes[m] for m in ("dry_run", "yes", "prepare_data")})
+        return _run(plan, dry_run=dry_run, yes=yes, prepare_data=prepare_data)
     except ConfigError as exc:  # bad input: one line, exit 2, before Ray and before the grid
         print(f"error: {exc}", file=sys.stderr)
         return 2
