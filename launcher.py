@@ -1,9 +1,12 @@
 """Run a grid of continual-learning trials on Ray Tune: `python launcher.py --num_seeds 3 --methods tbbn adab2n`.
 
 Replaces AdaB2N's run.py and keeps its flags. The grid is seed x dataset x layer (--methods) x
-model x buffer size x each layer's hyper-grid; it is printed with what is already done, and
-starts after `Confirm? (y/n)` (or --yes). Re-running the same command (same --name) runs only
-the trials without a finished result.json. Exit status: 0 all trials finished, 1 some failed
+model x buffer size x each layer's hyper-grid. Before Ray starts, every trial is checked: each
+distinct network is built once without data (pre-flight) and every dataset is made ready once
+under --data_root (downloaded when missing and downloadable; trials never download). Only then
+the grid is printed with what is already done, and starts after `Confirm? (y/n)` (or --yes).
+Re-running the same command (same --name) runs only the trials without a finished result.json.
+Exit status: 0 all trials finished, 1 some failed
 (listed with their log files), 2 bad input, 130 interrupted (run the same command to continue).
 """
 from __future__ import annotations
@@ -12,29 +15,35 @@ import argparse
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 S = argparse.SUPPRESS  # unset flags stay absent, so a preset (--config) can fill them
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python launcher.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from engine.cli import OneLineParser
+    from orchestrator.flag_types import (FRACTION, NONNEGATIVE, NONNEGATIVE_INT, PORT, POSITIVE,
+                                         POSITIVE_INT)
+
+    p = OneLineParser(prog="python launcher.py", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("run.py's flags (same names and meaning)")
     g.add_argument("--interpreter", default=S, help="Python to run under; the launcher re-executes itself "
                                                     "with it when it differs (default: this one)")
-    g.add_argument("--coldsecs", type=float, default=S, help="minimum seconds between two trial starts "
+    g.add_argument("--coldsecs", type=NONNEGATIVE, default=S, help="minimum seconds between two trial starts "
                                                              "(default 0: Ray places trials; run.py: 15)")
-    g.add_argument("--waitsecs", type=float, default=S, help="seconds between GPU probes while every GPU is "
+    g.add_argument("--waitsecs", type=POSITIVE, default=S, help="seconds between GPU probes while every GPU is "
                                                              "busy (default 25)")
-    g.add_argument("--usage_threshold", type=float, default=S, help="a GPU is idle when its memory used "
+    g.add_argument("--usage_threshold", type=FRACTION, default=S, help="a GPU is idle when its memory used "
                                                                     "fraction and utilization are below this (default 0.3)")
     g.add_argument("--logdir", default=S, help="one log file per trial, named after its run "
                                                "(default: <results_dir>/<name>/_logs)")
     g.add_argument("--models", nargs="+", default=S, help="CL methods (default: derpp er_ace)")
-    g.add_argument("--num_seeds", type=int, default=S, help="seeds 0..N-1 (default 3)")
-    g.add_argument("--bs", type=int, default=S, help="batch size (default: the setting's, online 10)")
-    g.add_argument("--epochs", type=int, default=S, help="epochs per task (default: the setting's, online 1)")
+    g.add_argument("--num_seeds", type=POSITIVE_INT, default=S, help="seeds 0..N-1 (default 3)")
+    g.add_argument("--bs", type=POSITIVE_INT, default=S, help="batch size (default: the setting's, online 10)")
+    g.add_argument("--epochs", type=POSITIVE_INT, default=S, help="epochs per task (default: the setting's, online 1)")
     g.add_argument("--datasets", nargs="+", default=S,
                    help="datasets (default: seq-cifar10 seq-cifar100 seq-miniimg)")
     g.add_argument("--methods", nargs="+", default=S, help="normalization layers replacing BN "
@@ -50,28 +59,34 @@ def build_parser() -> argparse.ArgumentParser:
                                              "name, else 'sweep')")
     o.add_argument("--results_dir", default=S, help="where sweeps live (default: results)")
     o.add_argument("--setting", default=S, help="online (default) or offline")
-    o.add_argument("--seeds", type=int, nargs="+", default=S, help="explicit seeds (instead of --num_seeds)")
-    o.add_argument("--buffer_sizes", type=int, nargs="+", default=S,
+    o.add_argument("--seeds", type=NONNEGATIVE_INT, nargs="+", default=S, help="explicit seeds (instead of --num_seeds)")
+    o.add_argument("--buffer_sizes", type=NONNEGATIVE_INT, nargs="+", default=S,
                    help="buffer sizes for every dataset (default: run.py's per dataset)")
     o.add_argument("--norm_grid", nargs="+", default=S, metavar="LAYER:K=V|V,...",
                    help="a layer's hyper-grid, replacing its default; e.g. adab2n:kappa=0.4,lambd=0.1,ada_t0=1 "
                         "(one point) or adab2n:kappa=0.1|0.4 (two); 'adab2n:' = its defaults")
     o.add_argument("--data_args", nargs="+", default=S, metavar="[DATASET:]K=V,...",
-                   help="dataset options, e.g. seq-synth:image_size=8,train_per_class=8")
+                   help="dataset options, e.g. seq-synth:image_size=8,train_per_class=8; without DATASET: "
+                        "to every dataset of the grid that takes them (download=false: CIFAR)")
     o.add_argument("--trial_args", nargs="+", default=S, metavar="K=V|V,...",
                    help="other trial fields for every trial, '|' sweeps them, e.g. lr=0.03|0.1 n_tasks=5")
-    o.add_argument("--data_root", default=S, help="where on-disk datasets live (default: data)")
-    o.add_argument("--gpus_per_trial", type=float, default=S,
+    o.add_argument("--data_root", default=S, help="where on-disk datasets live; the launcher makes them "
+                                                "ready there before Ray starts (default: data)")
+    o.add_argument("--gpus_per_trial", type=NONNEGATIVE, default=S,
                    help="GPUs per trial; fractional packs trials on a GPU, e.g. 0.25 (default: 1 with GPUs, "
                         "else 0)")
-    o.add_argument("--cpus_per_trial", type=float, default=S, help="CPUs per trial (default 1)")
-    o.add_argument("--max_failures", type=int, default=S, help="retries of a crashed trial (default 2); "
+    o.add_argument("--cpus_per_trial", type=POSITIVE, default=S, help="CPUs per trial (default 1)")
+    o.add_argument("--max_failures", type=NONNEGATIVE_INT, default=S, help="retries of a crashed trial (default 2); "
                                                                "a non-finite loss is never retried")
     o.add_argument("--address", default=S, help="join this Ray cluster (host:port or auto) instead of "
                                                 "starting one; --results_dir must be on shared storage")
-    o.add_argument("--dashboard_port", type=int, default=S, help="local dashboard port (default 8265 or the "
+    o.add_argument("--dashboard_port", type=PORT, default=S, help="local dashboard port (default 8265 or the "
                                                                   "next free one)")
-    o.add_argument("--dry_run", action="store_true", default=False, help="print the grid and exit")
+    o.add_argument("--dry_run", action="store_true", default=False,
+                   help="check every trial (pre-flight), print the grid and exit; the data are not touched")
+    o.add_argument("--prepare_data", action="store_true", default=False,
+                   help="only the data stage: make every dataset of the grid ready under --data_root "
+                        "(download what is missing and downloadable, check what is there), then exit")
     o.add_argument("--report_only", action="store_true", default=False,
                    help="aggregate the sweep --name into tables and plots, run nothing")
     o.add_argument("--baseline", metavar="LAYER", default=S,
@@ -102,81 +117,107 @@ def maybe_reexec(interpreter: str | None, argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = vars(build_parser().parse_args(argv))
-    maybe_reexec(args.pop("interpreter", None), argv)
-    dry_run, yes, report_only = args.pop("dry_run"), args.pop("yes"), args.pop("report_only")
-
     from engine.errors import ConfigError
-    from orchestrator import sweep
 
     try:
-        preset = sweep.load_preset(args["config"]) if "config" in args else {}
-        flags = {**RUN_DEFAULTS, **preset, **args}
-        flags.setdefault("name", Path(args["config"]).stem if "config" in args else "sweep")
-        flags["data_root"] = str(Path(flags.get("data_root", "data")).expanduser().resolve())
-        run = _run_flags(flags)
-        spec = sweep.spec_from_flags({k: v for k, v in flags.items() if k in sweep.DEFAULTS})
-        from orchestrator.ledger import SweepDir
-        sweep_dir = SweepDir(flags["results_dir"], str(flags["name"]))
+        parser = build_parser()
+        args = vars(parser.parse_args(argv))
+        maybe_reexec(args.pop("interpreter", None), argv)
+        dry_run, yes, report_only, prepare_data = (args.pop(m) for m in ("dry_run", "yes", "report_only",
+                                                                         "prepare_data"))
+        plan = _plan(parser, args, report_only=report_only)
         if report_only:
-            return _report_only(sweep_dir.root, run["baseline"])
-        if run["address"]:
-            from orchestrator.cluster import check_address
-            check_address(run["address"])
-        trials = sweep.expand(spec)
-        layers = sorted({t.config.norm for t in trials})
-        if run["baseline"] and run["baseline"].lower() not in layers:  # else the report fails at the end
-            raise ConfigError(f"--baseline {run['baseline']!r} is not among --methods: {', '.join(layers)}")
-        finished = {t.trial_id for t in trials if sweep_dir.is_done(t.trial_id)}
-        done = [t for t in trials if t.trial_id in finished]
-        pending = [t for t in trials if t.trial_id not in finished]
-        print(f"Sweep '{sweep_dir.name}' in {sweep_dir.root}")
-        print("\n".join(sweep.summarize_grid(spec, trials)))
-        print(f"  {len(done)} already finished, {len(pending)} to run")
-        if dry_run:
-            for t in pending[:50]:
-                print(f"    {t.trial_id}  {t.run_name}")
-            if len(pending) > 50:
-                print(f"    ... and {len(pending) - 50} more")
-            return 0
-        sweep_dir.check_writable()
-        if not pending:
-            print("Nothing to run: every trial of this grid has finished.")
-            _report(sweep_dir.root, run["baseline"])
-            return 0
-        if not yes and not _confirm():
-            print("Not started.")
-            return 0
-    except ConfigError as exc:
+            return _report_only(plan.sweep_dir.root, plan.run["baseline"])
+        return _run(plan, dry_run=dry_run, yes=yes, prepare_data=prepare_data)
+    except ConfigError as exc:  # bad input: one line, exit 2, before Ray and before the grid
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return _launch(pending, len(done), sweep_dir, run)
 
 
-def _run_flags(flags: dict) -> dict:
-    """The options of how trials run (not what they compute), checked."""
+@dataclass
+class Plan:
+    spec: Any
+    sweep_dir: Any
+    run: dict
+    trials: list
+    done: list
+    pending: list
+
+
+def _plan(parser: argparse.ArgumentParser, args: dict, report_only: bool = False) -> Plan:
+    """Flags (defaults < preset < command line) -> the checked grid; nothing is written."""
     from engine.errors import ConfigError
+    from orchestrator import sweep
+    from orchestrator.flag_types import check_preset
+    from orchestrator.ledger import SweepDir
 
+    preset = {}
+    if "config" in args:
+        preset = check_preset(parser, sweep.load_preset(args["config"]), f"--config {args['config']}")
+    flags = {**RUN_DEFAULTS, **preset, **args}
+    flags.setdefault("name", Path(args["config"]).stem if "config" in args else "sweep")
+    flags["data_root"] = str(Path(flags.get("data_root", "data")).expanduser().resolve())
     run = {k: flags[k] for k in RUN_DEFAULTS}
-    if run["cpus_per_trial"] <= 0:
-        raise ConfigError(f"--cpus_per_trial {run['cpus_per_trial']:g} must be positive")
-    if run["gpus_per_trial"] is not None and run["gpus_per_trial"] < 0:
-        raise ConfigError(f"--gpus_per_trial {run['gpus_per_trial']:g} must be 0 or more")
-    if run["max_failures"] < 0:
-        raise ConfigError(f"--max_failures {run['max_failures']} must be 0 or more")
-    if not 0 < run["usage_threshold"] <= 1:
-        raise ConfigError(f"--usage_threshold {run['usage_threshold']:g} must be in (0, 1]")
-    if run["waitsecs"] <= 0 or run["coldsecs"] < 0:
-        raise ConfigError("--waitsecs must be positive and --coldsecs 0 or more")
-    return run
+    spec = sweep.spec_from_flags({k: v for k, v in flags.items() if k in sweep.DEFAULTS})
+    sweep_dir = SweepDir(flags["results_dir"], str(flags["name"]))
+    if report_only:
+        return Plan(spec, sweep_dir, run, [], [], [])
+    if run["address"]:
+        from orchestrator.cluster import check_address
+        check_address(run["address"])
+    trials = sweep.expand(spec)
+    layers = sorted({t.config.norm for t in trials})
+    if run["baseline"] and run["baseline"].lower() not in layers:  # else the report fails at the end
+        raise ConfigError(f"--baseline {run['baseline']!r} is not among --methods: {', '.join(layers)}")
+    done = [t for t in trials if sweep_dir.is_done(t.trial_id)]
+    finished = {t.trial_id for t in done}
+    return Plan(spec, sweep_dir, run, trials, done, [t for t in trials if t.trial_id not in finished])
 
 
-def _confirm() -> bool:
+def _run(plan: Plan, *, dry_run: bool, yes: bool, prepare_data: bool) -> int:
+    from orchestrator import sweep
+    from orchestrator.data_stage import prepare_data as data_stage
+    from orchestrator.preflight import check_builds
+
+    pending = plan.pending
+    if prepare_data:
+        print("\n".join(data_stage(t.config for t in plan.trials)))
+        return 0
+    check_builds(t.config for t in pending)   # what the engine would refuse, once per cause
+    if not dry_run and pending:
+        data_stage(t.config for t in pending)
+        plan.sweep_dir.check_writable()
+        if not yes:
+            _require_terminal()
+    print(f"Sweep '{plan.sweep_dir.name}' in {plan.sweep_dir.root}")
+    print("\n".join(sweep.summarize_grid(plan.spec, plan.trials)))
+    print(f"  {len(plan.done)} already finished, {len(pending)} to run")
+    if dry_run:
+        for t in pending[:50]:
+            print(f"    {t.trial_id}  {t.run_name}")
+        if len(pending) > 50:
+            print(f"    ... and {len(pending) - 50} more")
+        return 0
+    if not pending:
+        print("Nothing to run: every trial of this grid has finished.")
+        _report(plan.sweep_dir.root, plan.run["baseline"])
+        return 0
+    if not yes and not _confirm():
+        print("Not started.")
+        return 0
+    plan.sweep_dir.root.mkdir(parents=True, exist_ok=True)  # the first write, once confirmed
+    return _launch(pending, len(plan.done), plan.sweep_dir, plan.run)
+
+
+def _require_terminal() -> None:
     from engine.errors import ConfigError
 
     if not sys.stdin or not sys.stdin.isatty():
         raise ConfigError("stdin is not a terminal, so nobody can confirm: pass --yes to start "
                           "(or --dry_run to only print the grid)")
+
+
+def _confirm() -> bool:
     print("Confirm? (y/n) ", end="", flush=True)
     try:
         return input().strip().lower() == "y"

@@ -14,6 +14,14 @@ from engine.errors import ConfigError, TrainingError
 from engine.options import parse_kv
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line naming the bad value, plus where the usage is: a
+    ConfigError, which every entry point turns into exit status 2 (not 20 lines of usage)."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{message} (see {self.prog} --help)")
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action):  # "(default: None)" says nothing: the help text explains
         return action.help if action.default is None else super()._get_help_string(action)
@@ -36,7 +44,7 @@ def options_epilog() -> str:
 def build_parser() -> argparse.ArgumentParser:
     from engine import backbones, datasets, methods, norms
 
-    p = argparse.ArgumentParser(prog="python -m engine", description=__doc__, epilog=options_epilog(),
+    p = OneLineParser(prog="python -m engine", description=__doc__, epilog=options_epilog(),
                                 formatter_class=_Formatter)
     p.add_argument("--dataset", default="seq-digits", help=f"one of: {', '.join(datasets.REGISTRY.names())}")
     p.add_argument("--model", default="er", help=f"CL method, one of: {', '.join(methods.REGISTRY.names())}")
@@ -83,10 +91,10 @@ def print_progress(event: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     from engine.trainer import run_trial
 
     try:
+        args = build_parser().parse_args(argv)
         cfg = config_from_args(args).resolved()
         out = args.out or Path("results") / "engine" / cfg.trial_id()
         result = run_trial(cfg, out, print_progress)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
@@ -76,12 +77,18 @@ class TrialConfig:
         _nonnegative_int("minibatch_size", self.minibatch_size)
         _nonnegative_int("buffer_size", self.buffer_size)
         _nonnegative_int("seed", self.seed)
-        if self.lr is not None and not (self.lr > 0 and self.lr < float("inf")):
+        if self.lr is not None and not (_is_number(self.lr) and self.lr > 0):
             raise ConfigError(f"lr={self.lr!r} must be a positive finite number")
+        for name in ("momentum", "weight_decay", "lr_gamma"):
+            if getattr(self, name) is not None and not _is_number(getattr(self, name)):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be a finite number")
         if self.selection not in (None, "val", "last"):
             raise ConfigError(f"unknown selection {self.selection!r}; choose one of: val, last")
         if self.lr_milestones is not None:
-            object.__setattr__(self, "lr_milestones", tuple(int(m) for m in self.lr_milestones))
+            milestones = tuple(self.lr_milestones) if isinstance(self.lr_milestones, (list, tuple)) else (self.lr_milestones,)
+            for m in milestones:
+                _positive_int("lr_milestones", m)
+            object.__setattr__(self, "lr_milestones", milestones)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"unknown device {self.device!r}; choose one of: auto, cpu, cuda, cuda:N")
         for name in OPTION_FIELDS:
@@ -148,6 +155,11 @@ def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{name}={value!r} must be a positive integer")
+
+
+def _is_number(value: Any) -> bool:
+    """A finite real number: a string from a preset or --trial_args is not one."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _nonnegative_int(name: str, value: Any) -> None:

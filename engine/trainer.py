@@ -63,8 +63,10 @@ def prepare_out_dir(out_dir: Path) -> Path:
     return out
 
 
-def build_trial(cfg: TrialConfig, device: torch.device) -> tuple[ContinualDataset, Method]:
-    dataset = build_dataset(cfg, device)
+def build_trial(cfg: TrialConfig, device: torch.device,
+                dataset: ContinualDataset | None = None) -> tuple[ContinualDataset, Method]:
+    """`dataset`: already built (the launcher's pre-flight passes placeholder images)."""
+    dataset = dataset or build_dataset(cfg, device)
     net = build_backbone(cfg.backbone, dataset.input_shape[0], dataset.n_classes)
     norms.install(net, cfg.norm, n_tasks=dataset.n_tasks, setting=cfg.setting,
                   input_shape=dataset.input_shape, **cfg.norm_args)

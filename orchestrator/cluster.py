@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from engine.datasets.download import NO_DOWNLOAD_ENV
 from engine.errors import ConfigError
 from orchestrator import gpus
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# Trials that ask for 0 GPUs must see none (Ray >= 2.48 leaves CUDA_VISIBLE_DEVICES alone).
-WORKER_ENV = {"RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1"}
+# Trials that ask for 0 GPUs must see none (Ray >= 2.48 leaves CUDA_VISIBLE_DEVICES alone);
+# trials never download: the launcher's data stage has made the data ready.
+WORKER_ENV = {"RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1", NO_DOWNLOAD_ENV: "1"}
 SHIP_EXCLUDES = [".git", "results", "data", "wandb", "logs", "**/__pycache__", "*.pt", "*.ckpt"]
 Say = Callable[[str], None]
 
@@ -54,7 +56,9 @@ class ClusterInfo:
 
 def check_address(address: str) -> None:
     """One clear line before anything starts when `host:port` does not answer."""
-    if address in ("auto", "local") or address.startswith("ray://"):
+    if address == "auto":
+        address = _find_cluster()
+    if address == "local" or address.startswith("ray://"):
         return
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
@@ -63,6 +67,18 @@ def check_address(address: str) -> None:
         socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
     except OSError as exc:
         raise ConfigError(f"--address {address}: cannot reach a Ray cluster there ({exc.strerror or exc})") from None
+
+
+def _find_cluster() -> str:
+    """What `auto` means to Ray (RAY_ADDRESS, the last `ray start`, a running GCS), as host:port."""
+    from ray._private.services import canonicalize_bootstrap_address_or_die
+
+    try:
+        return canonicalize_bootstrap_address_or_die("auto")
+    except (ConnectionError, ValueError) as exc:
+        raise ConfigError(f"--address auto: no running Ray cluster found ({str(exc).split('. ')[0]}); "
+                          "start one with `ray start --head`, or leave --address out to start a local "
+                          "one") from None
 
 
 @contextlib.contextmanager

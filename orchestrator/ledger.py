@@ -13,6 +13,7 @@ Directories starting with "_" are not trials. All writes are atomic (temp file +
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +48,13 @@ class SweepDir:
         return self.root / "_wandb"
 
     def check_writable(self) -> None:
-        """One line, before Ray starts, when the results directory cannot be written."""
-        probe = self.root / ".write_probe"
+        """One line, before anything is written, when the results directory cannot be written.
+        Nothing is created: a temp file in the nearest existing folder is the probe."""
+        existing = next(p for p in (self.root, *self.root.parents) if p.exists())
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe.write_text("")
-            probe.unlink()
+            if not existing.is_dir():
+                raise NotADirectoryError(f"{existing} is a file")
+            tempfile.TemporaryFile(dir=existing).close()
         except OSError as exc:
             raise ConfigError(f"results directory {str(self.root)!r} is not writable: "
                               f"{exc.strerror or exc}") from None

@@ -107,9 +107,15 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
         known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))) or "none"
         raise ConfigError(f"--config {name_or_path!r}: no such preset or file; presets: {known}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--config {path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror or exc})") from None
+    if raw is None:  # empty: taking it as "no preset" would run the whole default grid
+        raise ConfigError(f"--config {path} is empty; give flag names and values (see configs/sweeps/)")
     if not isinstance(raw, dict):
         raise ConfigError(f"--config {path}: expected a mapping of flag names to values")
     raw.pop("description", None)
@@ -215,6 +221,7 @@ def parse_trial_args(given: Any) -> dict[str, tuple]:
 def expand(spec: SweepSpec) -> list[PlannedTrial]:
     """Every trial of the grid, resolved by the engine, without duplicates (first one wins)."""
     layers = [_norm_name(m) for m in spec.methods]
+    _check_entries(spec, layers)
     trials: dict[str, PlannedTrial] = {}
     trial_axes = list(spec.trial_args.items())
     for seed, dataset, layer, model in itertools.product(spec.seeds, spec.datasets, layers, spec.models):
@@ -232,6 +239,30 @@ def expand(spec: SweepSpec) -> list[PlannedTrial]:
                     trials.setdefault(cfg.trial_id(), PlannedTrial(
                         cfg.trial_id(), run_name(cfg, point, varying), cfg, wandb_name(cfg, point, varying)))
     return _unique_names(list(trials.values()))
+
+
+def _check_entries(spec: SweepSpec, layers: list[str]) -> None:
+    """What the trials alone would not check: --data_args / --norm_grid entries for a dataset or
+    layer outside the grid (a bad value is an error wherever it is; then ignored with a note in
+    summarize_grid), and an option without `dataset:` that no dataset of the grid takes."""
+    from engine import datasets, norms
+
+    for name in unused_data_args(spec):
+        datasets.resolve_options(name, spec.data_args[name])
+    grid = [_dataset_key(d) for d in spec.datasets]
+    taken = {k for d in grid for k in datasets.REGISTRY.get(d).options}
+    stray = sorted(set(spec.data_args.get(ALL_DATASETS, {})) - taken)
+    if stray:
+        raise ConfigError(f"--data_args {stray[0]}: no dataset of the grid ({', '.join(grid)}) takes it; "
+                          f"their options: {', '.join(sorted(taken)) or 'none'}")
+    for layer in sorted(set(spec.norm_grid) - set(layers)):
+        for point in grid_points(spec.norm_grid[layer]):
+            norms.resolve_options(layer, point, setting=spec.setting)
+
+
+def unused_data_args(spec: SweepSpec) -> list[str]:
+    in_grid = {_dataset_key(d) for d in spec.datasets} | {ALL_DATASETS}
+    return sorted(set(spec.data_args) - in_grid)
 
 
 def buffer_sizes_for(spec: SweepSpec, dataset: str) -> tuple[int, ...]:
@@ -256,7 +287,13 @@ def grid_points(grid: Mapping[str, tuple]) -> list[dict[str, Any]]:
 
 
 def data_args_for(spec: SweepSpec, dataset: str) -> dict[str, Any]:
-    return {**spec.data_args.get(ALL_DATASETS, {}), **spec.data_args.get(dataset, {})}
+    """An entry without `dataset:` goes to the datasets that take its options (download=false
+    reaches CIFAR, not seq-miniimg); a dataset's own entry is checked whole."""
+    from engine import datasets
+
+    declared = datasets.REGISTRY.get(dataset).options
+    shared = {k: v for k, v in spec.data_args.get(ALL_DATASETS, {}).items() if k in declared}
+    return {**shared, **spec.data_args.get(dataset, {})}
 
 
 def run_name(cfg: TrialConfig, grid_point: Mapping[str, Any], varying: list[str]) -> str:
@@ -304,6 +341,8 @@ def summarize_grid(spec: SweepSpec, trials: list[PlannedTrial]) -> list[str]:
     unused = sorted(set(spec.norm_grid) - set(layers))
     if unused:
         lines.append(f"  (--norm_grid for {', '.join(unused)} ignored: not among --methods)")
+    if unused_data_args(spec):
+        lines.append(f"  (--data_args for {', '.join(unused_data_args(spec))} ignored: not among --datasets)")
     lines.append(f"  = {len(trials)} trials")
     return lines
 

@@ -1,13 +1,18 @@
 """The on-disk dataset families, read from small files written here in each real format.
 
-Nothing touches the network: CIFAR runs with download=False or with the fetch replaced.
+Nothing touches the network: CIFAR downloads come from a local HTTP server on 127.0.0.1.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import http.server
 import pickle
 import shutil
 import socket
-import urllib.error
+import tarfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +21,9 @@ import torch
 from PIL import Image
 
 from engine.config import TrialConfig
-from engine.datasets import REGISTRY, build_dataset, cifar, resolve_options, tinyimg
+from engine import datasets
+from engine.datasets import REGISTRY, build_dataset, resolve_options, tinyimg
+from engine.datasets.download import NO_DOWNLOAD_ENV, Archive
 from engine.datasets.augment import random_crop, random_hflip
 from engine.errors import ConfigError
 
@@ -135,56 +142,113 @@ def test_cifar_missing_without_download(tmp_path):
                           "cifar-10-python.tar.gz", "--data_root")
 
 
-def test_cifar_failed_download_is_one_config_error(tmp_path, monkeypatch):
-    def offline(cls, root):
-        raise urllib.error.URLError("[Errno -2] Name or service not known\n(second line)")
+@pytest.fixture
+def cifar_server(tmp_path):
+    """A local HTTP server (127.0.0.1) publishing a small CIFAR-10 tarball in the real layout, and
+    the seq-cifar10 spec pointed at it (the spec's archive is the seam); records every request."""
+    write_cifar(tmp_path / "src", 10)
+    www = tmp_path / "www"
+    www.mkdir()
+    with tarfile.open(www / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    requests = []
 
-    monkeypatch.setattr(cifar, "_fetch", offline)
-    with pytest.raises(ConfigError) as e:
-        load_raw("seq-cifar100", tmp_path / "data")
-    assert_one_line_error(e, "seq-cifar100", "cifar-100-python", "download failed", "URLError",
-                          "Name or service not known", "--data_root")
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, directory=str(www), **kw)
 
+        def do_GET(self):
+            requests.append(self.path)
+            time.sleep(0.2)  # slow enough that concurrent callers overlap
+            super().do_GET()
 
-def test_cifar_download_fills_the_folder_once(tmp_path, monkeypatch):
-    calls = []
-
-    def fake_fetch(cls, root):  # what the real archive would unpack
-        calls.append(root)
-        write_cifar(root, 10)
-
-    monkeypatch.setattr(cifar, "_fetch", fake_fetch)
-    assert load_raw("seq-cifar10", tmp_path).n_classes == 10
-    assert load_raw("seq-cifar10", tmp_path).x_test.shape == (20, 3, 32, 32)
-    assert calls == [tmp_path]  # the second load found the files
-
-
-def test_cifar_fetch_bounds_waits_and_restores_the_socket_timeout(monkeypatch):
-    import torchvision.datasets.utils as tv_utils
-    from torchvision.datasets import CIFAR10
-
-    seen = {}
-
-    class Conn:
-        def close(self):
+        def log_message(self, *args):
             pass
 
-    def fake_connect(address, timeout):
-        seen["connect"] = (address, timeout)
-        return Conn()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/cifar-10-python.tar.gz"
+    md5 = hashlib.md5((www / "cifar-10-python.tar.gz").read_bytes()).hexdigest()
+    spec = dataclasses.replace(REGISTRY.get("seq-cifar10"), archive=Archive(url, md5, "cifar-10-batches-py"))
+    try:
+        yield spec, requests
+    finally:
+        server.shutdown()
+        server.server_close()
 
-    def fake_download(url, root, filename, md5):
-        seen["timeout_during"] = socket.getdefaulttimeout()
-        raise OSError("connection reset")
 
-    monkeypatch.setattr(socket, "create_connection", fake_connect)
-    monkeypatch.setattr(tv_utils, "download_and_extract_archive", fake_download)
-    before = socket.getdefaulttimeout()
-    with pytest.raises(OSError):
-        cifar._fetch(CIFAR10, Path("unused"))
-    assert seen["connect"] == (("www.cs.toronto.edu", 443), cifar.CONNECT_TIMEOUT_S)
-    assert seen["timeout_during"] == cifar.READ_TIMEOUT_S
-    assert socket.getdefaulttimeout() == before
+def test_cifar_published_checksums_are_torchvisions():
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    for name, cls in (("seq-cifar10", CIFAR10), ("seq-cifar100", CIFAR100)):
+        archive = REGISTRY.get(name).archive
+        assert (archive.url, archive.md5, archive.folder) == (cls.url, cls.tgz_md5, cls.base_folder)
+
+
+def test_cifar_download_checks_the_md5_and_moves_the_folder_in_whole(tmp_path, cifar_server):
+    spec, requests = cifar_server
+    root = tmp_path / "data"
+    timeout = socket.getdefaulttimeout()
+    datasets.prepare(spec, root, {"download": True})
+    assert socket.getdefaulttimeout() == timeout  # bounded waits during the download only
+    assert spec.load(root, {"download": True}).x_test.shape == (20, 3, 32, 32)
+    assert sorted(p.name for p in root.iterdir()) == [".cifar-10-batches-py.lock", "cifar-10-batches-py"]
+    n = len(requests)
+    datasets.prepare(spec, root, {"download": True})
+    assert len(requests) == n  # present: not fetched again
+
+
+def test_cifar_download_with_a_wrong_md5_is_refused_and_keeps_nothing(tmp_path, cifar_server):
+    spec, _ = cifar_server
+    bad = dataclasses.replace(spec, archive=dataclasses.replace(spec.archive, md5="0" * 32))
+    root = tmp_path / "data"
+    with pytest.raises(ConfigError) as e:
+        datasets.prepare(bad, root, {"download": True})
+    assert_one_line_error(e, "seq-cifar10", "download failed", "0" * 32, "not the published", "--data_root")
+    assert [p.name for p in root.iterdir()] == [".cifar-10-batches-py.lock"]  # no folder, no temp files
+
+
+def test_two_concurrent_prepares_download_once(tmp_path, cifar_server):
+    spec, requests = cifar_server
+    datasets.prepare(spec, tmp_path / "one", {"download": True})
+    per_download = len(requests)
+    root, start, errors = tmp_path / "data", threading.Barrier(2), []
+
+    def prepare():
+        start.wait()
+        try:
+            datasets.prepare(spec, root, {"download": True})
+        except Exception as err:  # surfaced below
+            errors.append(err)
+
+    threads = [threading.Thread(target=prepare) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(requests) == 2 * per_download
+    assert spec.load(root, {"download": False}).n_classes == 10
+
+
+def test_cifar_failed_download_is_one_config_error(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on: connection refused, at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    archive = Archive(f"http://127.0.0.1:{port}/cifar-100-python.tar.gz", "0" * 32, "cifar-100-python")
+    spec = dataclasses.replace(REGISTRY.get("seq-cifar100"), archive=archive)
+    with pytest.raises(ConfigError) as e:
+        datasets.prepare(spec, tmp_path / "data", {"download": True})
+    assert_one_line_error(e, "seq-cifar100", "cifar-100-python", "download failed", "ConnectionRefusedError",
+                          "--data_root")
+
+
+def test_cifar_is_never_downloaded_where_downloads_are_off(tmp_path, cifar_server, monkeypatch):
+    spec, requests = cifar_server
+    monkeypatch.setenv(NO_DOWNLOAD_ENV, "1")  # what sweep trials see
+    with pytest.raises(ConfigError) as e:
+        datasets.prepare(spec, tmp_path, {"download": True})
+    assert_one_line_error(e, "seq-cifar10", "missing data_batch_1", "--data_root")
+    assert requests == []
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "bad_label", "missing_file"])

@@ -47,27 +47,155 @@ def test_run_py_command_line_is_accepted(tmp_path, capsys):
     assert rc == 0 and "= 2 trials" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, message", [
+# Presets written by the bad-input cases below (name -> file content).
+PRESETS = {
+    "seedz.yaml": b"seedz: 3\n",
+    "lots.yaml": b"gpus_per_trial: lots\n",
+    "lr_abc.yaml": b"trial_args: {lr: abc}\n",
+    "latin1.yaml": "name: caf\u00e9\n".encode("latin-1"),
+    "empty.yaml": b"",
+    "comments.yaml": b"# nothing but a comment\n",
+    "cpus.yaml": b"cpus_per_trial: -1\n",
+    "failures.yaml": b"max_failures: 1.5\n",
+    "threshold.yaml": b"usage_threshold: 2\n",
+    "seeds.yaml": b"num_seeds: abc\n",
+    "wandb.yaml": b"nowandb: maybe\n",
+    "list.yaml": b"results_dir: [a, b]\n",
+}
+DIGITS = ["--datasets", "seq-digits", "--models", "er", "--methods", "bn", "--buffer_sizes", "20"]
+CIFAR = ["--datasets", "seq-cifar10", "--models", "er", "--methods", "bn", "--buffer_sizes", "20"]
+
+# Every bad input of issue 14 (and a few of the kind): args, the message's key words.
+# "RESULTS" is the results folder of the case, "T/" the test's temp folder.
+BAD_INPUTS = [
     (["--datasets", "seq-nope"], "unknown dataset 'seq-nope'"),
     (["--methods", "nope"], "unknown norm 'nope'"),
     (["--norm_grid", "bn:kappa=0.4"], "norm bn takes no option 'kappa'"),
-    (["--num_seeds", "0"], "--num_seeds 0 must be at least 1"),
+    (["--num_seeds", "0"], "--num_seeds: '0' is not an integer of 1 or more"),
     (["--address", "127.0.0.1:1"], "cannot reach a Ray cluster"),
-    (["--results_dir", "FILE/sub"], "is not writable"),
-    (["--config", "BAD.yaml"], "unknown key 'seedz'"),
-    (["--cpus_per_trial", "0"], "--cpus_per_trial 0 must be positive"),
-])
-def test_bad_input_is_one_line_and_exit_2_before_ray_starts(tmp_path, capsys, args, message):
+    (["--cpus_per_trial", "0"], "--cpus_per_trial: '0' is not a positive number"),
+    # a trial field of the wrong type: from the flag, an alternative, a preset
+    (["--trial_args", "lr=abc"], "lr='abc' must be a positive finite number"),
+    (["--trial_args", "lr=0.1|abc"], "lr='abc' must be a positive finite number"),
+    (["--config", "T/lr_abc.yaml"], "lr='abc' must be a positive finite number"),
+    (["--trial_args", "momentum=fast"], "momentum='fast' must be a finite number"),
+    (["--trial_args", "lr_milestones=abc"], "lr_milestones='abc' must be a positive integer"),
+    (["--dashboard_port", "99999"], "--dashboard_port: '99999' is not a port number in 1..65535"),
+    (["--dashboard_port", "0"], "is not a port number"),
+    # presets: every value through its flag's check
+    (["--config", "T/seedz.yaml"], "unknown key 'seedz'"),
+    (["--config", "T/lots.yaml"], "gpus_per_trial: 'lots' is not a number of 0 or more"),
+    (["--config", "T/latin1.yaml"], "not UTF-8"),
+    (["--config", "T/empty.yaml"], "is empty"),
+    (["--config", "T/comments.yaml"], "is empty"),
+    (["--config", "T/cpus.yaml"], "cpus_per_trial: -1 is not a positive number"),
+    (["--config", "T/failures.yaml"], "max_failures: 1.5 is not an integer of 0 or more"),
+    (["--config", "T/threshold.yaml"], "usage_threshold: 2 is not a number in (0, 1]"),
+    (["--config", "T/seeds.yaml"], "num_seeds: 'abc' is not an integer of 1 or more"),
+    (["--config", "T/wandb.yaml"], "nowandb: 'maybe' is not true or false"),
+    (["--config", "T/list.yaml"], "results_dir: ['a', 'b'] is not a single value"),
+    # argparse's own errors: one line and where the usage is
+    (["--buffer_sizes", "abc"], "--buffer_sizes: 'abc' is not an integer of 0 or more (see python launcher.py --help)"),
+    (["--num_seeds", "abc"], "--num_seeds: 'abc' is not an integer of 1 or more (see python launcher.py --help)"),
+    (["--bs", "1.5"], "--bs: '1.5' is not an integer of 1 or more"),
+    (["--gpus_per_trial", "nan"], "--gpus_per_trial: 'nan' is not a number of 0 or more"),
+    (["--waitsecs", "0"], "--waitsecs: '0' is not a positive number"),
+    (["--no_such_flag", "1"], "unrecognized arguments: --no_such_flag 1 (see python launcher.py --help)"),
+    # refused before the grid is printed
+    (["--results_dir", "T/FILE"], "is not writable"),
+    (["--results_dir", "T/FILE/sub"], "is not writable"),
+    (["--results_dir", "UNWRITABLE"], "is not writable"),
+    (["NO_YES"], "stdin is not a terminal"),
+    (["--address", "auto"], "--address auto: no running Ray cluster found"),
+    # options of what is not in the grid are checked all the same
+    (["--data_args", "seq-cifar10:download=maybe"], "dataset seq-cifar10 option download='maybe' is not a bool"),
+    (["--norm_grid", "adab2n:kappa=9"], "norm adab2n option kappa=9.0 is above its maximum"),
+    (["--data_args", "seq-nope:x=1"], "unknown dataset 'seq-nope'"),
+    (["--data_args", "downlaod=false"], "--data_args downlaod: no dataset of the grid (seq-synth) takes it"),
+    # pre-flight: what the engine refuses when it builds a trial
+    ([*DIGITS, "--trial_args", "n_tasks=3"], "n_tasks=3 does not divide the 10 classes"),
+    ([*DIGITS, "--methods", "in"], "needs more than one spatial position"),
+    ([*DIGITS, "--buffer_mode", "herding", "--buffer_sizes", "5", "200"], "buffer_size=5 must be at least the 10 classes"),
+    ([*DIGITS, "--setting", "offline", "--models", "icarl", "--trial_args", "n_tasks=2", "nc_first_task=20"],
+     "nc_first_task=20 must be below the 10 classes"),
+    ([*DIGITS, "--trial_args", "n_tasks=1", "nc_first_task=4"], "nc_first_task=4 needs n_tasks of 2 or more"),
+    # the data stage: missing, corrupt, not downloadable
+    ([*CIFAR, "--data_args", "download=false", "--data_root", "T/nodata"], "seq-cifar10: no CIFAR-10 at"),
+    ([*CIFAR, "--data_args", "download=false", "--data_root", "T/corrupt"], "seq-cifar10: cannot read CIFAR-10"),
+    ([*CIFAR, "--datasets", "seq-digits", "seq-cifar10", "--data_args", "download=false", "--data_root", "T/nodata"],
+     "seq-cifar10: no CIFAR-10 at"),   # an option without `dataset:` goes to the datasets that take it
+    (["--datasets", "seq-miniimg", "--models", "er", "--methods", "bn", "--buffer_sizes", "20",
+      "--data_root", "T/nodata"], "seq-miniimg: no Mini-ImageNet at"),
+    (["--datasets", "seq-tinyimg", "--models", "er", "--methods", "bn", "--buffer_sizes", "20",
+      "--data_root", "T/nodata"], "seq-tinyimg: no TinyImageNet-200 at"),
+]
+
+
+@pytest.fixture
+def bad_input_files(tmp_path):
+    from test_datasets_formats import write_cifar
+
     (tmp_path / "FILE").write_text("a file, not a directory")
-    (tmp_path / "BAD.yaml").write_text("seedz: 3\n")
-    args = [a.replace("FILE", str(tmp_path / "FILE")).replace("BAD.yaml", str(tmp_path / "BAD.yaml"))
-            for a in args]
-    rc = launcher.main([*TINY, "--num_seeds", "1", "--results_dir", str(tmp_path / "r"), "--yes", *args])
-    err = capsys.readouterr().err
+    for name, content in PRESETS.items():
+        (tmp_path / name).write_bytes(content)
+    folder = write_cifar(tmp_path / "corrupt", 10)["folder"]
+    (folder / "data_batch_3").write_bytes(b"not a pickle at all")
+    # root writes anywhere it has permission bits for; sysfs refuses it too
+    unwritable = Path("/sys") if os.geteuid() == 0 else tmp_path / "ro"
+    if unwritable != Path("/sys"):
+        unwritable.mkdir()
+        unwritable.chmod(0o555)
+    return tmp_path, unwritable / "results"
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[" ".join(a)[:60] for a, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_and_exit_2_before_ray_and_before_the_grid(bad_input_files, capsys, monkeypatch,
+                                                                         args, message):
+    tmp_path, unwritable = bad_input_files
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    if args == ["--address", "auto"] and _ray_running_here():
+        # another Ray runs on this machine (a shared host): `auto` would find it, so point Ray's
+        # own discovery (RAY_ADDRESS) at nothing instead
+        monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+        message = "cannot reach a Ray cluster"
+    results = tmp_path / "r"
+    yes = [] if args == ["NO_YES"] else ["--yes"]
+    args = [a.replace("T/", f"{tmp_path}/").replace("UNWRITABLE", str(unwritable)) for a in args if a != "NO_YES"]
+    rc = launcher.main([*TINY, "--num_seeds", "1", "--results_dir", str(results), *yes, *args])
+    out, err = capsys.readouterr()
     assert rc == 2
-    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert out == ""                       # nothing printed before: no grid
+    assert not results.exists()            # nothing written under results
     import ray
     assert not ray.is_initialized()
+
+
+def test_preset_values_take_their_flags_types(tmp_path, capsys):
+    (tmp_path / "p.yaml").write_text("name: 2024\nnum_seeds: 2\ncpus_per_trial: 2\nnowandb: true\n")
+    rc = launcher.main([*TINY, "--config", str(tmp_path / "p.yaml"), "--results_dir", str(tmp_path), "--dry_run"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "Sweep '2024'" in out and "= 2 trials" in out
+
+
+def _ray_running_here() -> bool:
+    from ray._private.services import find_gcs_addresses
+
+    return bool(find_gcs_addresses())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--setting", "bogus"], "argument --setting: invalid choice: 'bogus'"),
+    (["--foo", "1"], "unrecognized arguments: --foo 1"),
+    (["--buffer_size", "abc"], "argument --buffer_size: invalid int value: 'abc'"),
+])
+def test_engine_argparse_errors_are_one_line_and_exit_2(capsys, args, message):
+    from engine import cli
+
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "(see python -m engine --help)" in err
+    assert err.count("\n") == 1
 
 
 def test_without_a_terminal_and_without_yes_it_refuses(tmp_path):

@@ -10,11 +10,12 @@ from typing import Any, Mapping
 import torch
 
 from engine.datasets.base import ContinualDataset, DatasetSpec, RawData, Task
+from engine.datasets.download import downloads_allowed, fetch
 from engine.options import resolve_options as _resolve
 from engine.registry import Registry
 
 __all__ = ["REGISTRY", "ContinualDataset", "DatasetSpec", "RawData", "Task", "build_dataset",
-           "resolve_options"]
+           "fetch_missing", "prepare", "resolve_options"]
 
 REGISTRY: Registry[DatasetSpec] = Registry("dataset")
 
@@ -26,9 +27,27 @@ def resolve_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
 def build_dataset(cfg, device: torch.device) -> ContinualDataset:
     """`cfg` is a resolved TrialConfig."""
     spec = REGISTRY.get(cfg.dataset)
-    raw = spec.load(Path(cfg.data_root).expanduser(), cfg.data_args)
+    root = Path(cfg.data_root).expanduser()
+    fetch_missing(spec, root, cfg.data_args)
+    raw = spec.load(root, cfg.data_args)
     return ContinualDataset(spec, raw, n_tasks=cfg.n_tasks or spec.n_tasks, seed=cfg.seed,
                             device=device, nc_first_task=cfg.nc_first_task)
+
+
+def prepare(spec: DatasetSpec, root: Path, options: Mapping[str, Any]) -> None:
+    """Make the data ready under `root` before any trial: fetched when missing (and download is
+    allowed), then checked, cheaply where the family has a `check`. One-line ConfigError if not."""
+    fetch_missing(spec, root, options)
+    (spec.check or spec.load)(root, options)
+
+
+def fetch_missing(spec: DatasetSpec, root: Path, options: Mapping[str, Any]) -> None:
+    """Download a downloadable dataset whose folder is missing, unless download is off (the
+    option, or inside sweep trials); the loader then says what is missing and how to get it."""
+    archive = spec.archive
+    if (archive is not None and options.get("download", True) and downloads_allowed()
+            and not (root / archive.folder).exists()):
+        fetch(spec.name, archive, root)
 
 
 # Families register themselves on import.

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from engine.datasets.augment import random_crop, random_hflip
+from engine.datasets.download import Archive
 from engine.errors import ConfigError
 from engine.options import Option
 
@@ -39,6 +40,18 @@ class DatasetSpec:
     default_backbone: str = "resnet18"
     options: Mapping[str, Option] = field(default_factory=dict)
     source: str = ""                      # where the data comes from / how to get it (for --help, errors)
+    # (n_classes, (C, H, W)) the data will have, from the options alone: the launcher's pre-flight
+    # builds every network from it without loading anything
+    geometry: Callable[[Mapping[str, Any]], tuple[int, tuple[int, int, int]]] | None = None
+    archive: Archive | None = None        # downloadable: fetched when missing (engine/datasets/download.py)
+    # a cheap check that the data under root are there and readable (the launcher's data stage);
+    # None: loading them is cheap enough to be the check
+    check: Callable[[Path, Mapping[str, Any]], None] | None = None
+
+
+def fixed(n_classes: int, shape: tuple[int, int, int]) -> Callable[[Mapping[str, Any]], tuple]:
+    """The geometry of a family whose shape does not depend on its options."""
+    return lambda options: (n_classes, shape)
 
 
 @dataclass
@@ -109,8 +122,13 @@ def split_classes(n_classes: int, n_tasks: int, nc_first_task: int | None = None
             raise ConfigError(f"n_tasks={n_tasks} does not divide the {n_classes} classes evenly; "
                               f"choose a divisor of {n_classes} or set nc_first_task")
         return [n_classes // n_tasks] * n_tasks
+    if nc_first_task >= n_classes:
+        raise ConfigError(f"nc_first_task={nc_first_task} must be below the {n_classes} classes, "
+                          f"so that the other {n_tasks - 1} tasks get some")
+    if n_tasks < 2:
+        raise ConfigError(f"nc_first_task={nc_first_task} needs n_tasks of 2 or more (n_tasks={n_tasks})")
     rest = n_classes - nc_first_task
-    if nc_first_task >= n_classes or n_tasks < 2 or rest % (n_tasks - 1):
+    if rest % (n_tasks - 1):
         raise ConfigError(f"nc_first_task={nc_first_task} leaves {rest} classes that do not split evenly "
                           f"over the remaining {n_tasks - 1} tasks")
     return [nc_first_task] + [rest // (n_tasks - 1)] * (n_tasks - 1)

@@ -8,9 +8,9 @@ Layout under the data root (what torchvision.datasets.CIFAR10/CIFAR100 download 
 Each data file is a pickle of {"data": uint8 [N, 3072] (R, G, B planes of a 32x32 image),
 "labels" (CIFAR-10) or "fine_labels" (CIFAR-100)}; the meta file holds the class names.
 Get them from https://www.cs.toronto.edu/~kriz/cifar.html ("python version") and untar into
-<root>. When they are missing and option download=True (the default) the archive is fetched and
-untarred there (its md5 is checked); without network this fails within seconds. Concurrent trials
-share one download through a lock file next to the folder.
+<root>. When the folder is missing and option download=True (the default), `prepare` (the
+launcher's data stage, or a trial run alone) fetches the published archive once: md5-checked,
+unpacked beside and moved into place (engine/datasets/download.py). Sweep trials never download.
 
 torchvision's readers are used with their per-file md5 checks off: the content is validated
 instead (uint8 images, labels in range), so re-packed files load too. The files are pickles:
@@ -21,22 +21,18 @@ AdaB2N: RandomCrop(32, padding=4) + horizontal flip, the mean/std below.
 """
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any, Mapping
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
 
 from engine.datasets import REGISTRY
-from engine.datasets.base import DatasetSpec, RawData
-from engine.datasets.files import file_lock, one_line
+from engine.datasets.base import DatasetSpec, RawData, fixed
+from engine.datasets.download import Archive
+from engine.datasets.files import one_line
 from engine.errors import ConfigError
 from engine.options import Option
-
-CONNECT_TIMEOUT_S = 5.0   # no network -> fail fast instead of hanging a trial
-READ_TIMEOUT_S = 30.0     # a stalled transfer fails instead of hanging forever
 
 OPTIONS = {"download": Option(bool, True, "download CIFAR into data_root when it is missing")}
 
@@ -47,19 +43,6 @@ def _files(cls) -> list[str]:
 
 def _missing(cls, root: Path) -> list[str]:
     return [name for name in _files(cls) if not (root / cls.base_folder / name).is_file()]
-
-
-def _fetch(cls, root: Path) -> None:
-    """Download and untar `cls.url` into root with bounded waits (torchvision's urlopen has none)."""
-    from torchvision.datasets.utils import download_and_extract_archive
-
-    socket.create_connection((urlparse(cls.url).hostname, 443), timeout=CONNECT_TIMEOUT_S).close()
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(READ_TIMEOUT_S)  # process-wide, so restored right after
-    try:
-        download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
-    finally:
-        socket.setdefaulttimeout(old)
 
 
 def _reader(cls):
@@ -76,28 +59,18 @@ def _load(name: str, title: str, n_classes: int, root: Path, o: Mapping[str, Any
 
     cls = CIFAR10 if n_classes == 10 else CIFAR100
     folder = root / cls.base_folder
-    how = f"put the python version of {title} there ({cls.url}, untarred) or pass --data_root"
+    how = (f"put the python version of {title} there ({cls.url}, untarred; or delete the folder and "
+           f"run with download=True to fetch it) or pass --data_root")
     missing = _missing(cls, root)
-    if missing and not o["download"]:
-        raise ConfigError(f"{name}: no {title} at {folder} (missing {missing[0]}; download=False); {how}")
     if missing:
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            with file_lock(root / f".{cls.base_folder}.lock"):
-                if _missing(cls, root):  # another trial may have fetched it while we waited
-                    _fetch(cls, root)
-        except Exception as err:  # no network, bad archive, full disk: one message for all
-            raise ConfigError(f"{name}: no {title} at {folder} (download failed: {one_line(err)}); {how}") from err
-        missing = _missing(cls, root)
-        if missing:
-            raise ConfigError(f"{name}: the download left no {missing[0]} in {folder}; {how}")
+        why = "; download=False" if not o["download"] else ""
+        raise ConfigError(f"{name}: no {title} at {folder} (missing {missing[0]}{why}); {how}")
 
     reader = _reader(cls)
     try:
         train, test = reader(str(root), train=True), reader(str(root), train=False)
     except Exception as err:  # a damaged pickle can raise nearly anything
-        raise ConfigError(f"{name}: cannot read {title} at {folder} ({one_line(err)}); "
-                          f"delete the folder and re-run with download=True, or {how}") from err
+        raise ConfigError(f"{name}: cannot read {title} at {folder} ({one_line(err)}); {how}") from err
     x_train, y_train = _tensors(train, n_classes, f"{name}: {folder} (train)", how)
     x_test, y_test = _tensors(test, n_classes, f"{name}: {folder} (test)", how)
     return RawData(x_train, y_train, x_test, y_test, n_classes=n_classes)
@@ -124,11 +97,15 @@ def load_cifar100(root: Path, options: Mapping[str, Any]) -> RawData:
 REGISTRY.register("seq-cifar10")(DatasetSpec(
     name="seq-cifar10", load=load_cifar10, n_tasks=5,
     mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2615), crop_padding=4, flip=True,
-    default_backbone="resnet18", options=OPTIONS,
+    default_backbone="resnet18", options=OPTIONS, geometry=fixed(10, (3, 32, 32)),
+    archive=Archive("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                    "c58f30108f718f92721af3b95e74349a", "cifar-10-batches-py"),
     source="<data_root>/cifar-10-batches-py (torchvision format; downloaded when missing)"))
 
 REGISTRY.register("seq-cifar100")(DatasetSpec(
     name="seq-cifar100", load=load_cifar100, n_tasks=10,
     mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761), crop_padding=4, flip=True,
-    default_backbone="resnet18", options=OPTIONS,
+    default_backbone="resnet18", options=OPTIONS, geometry=fixed(100, (3, 32, 32)),
+    archive=Archive("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                    "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python"),
     source="<data_root>/cifar-100-python (torchvision format; downloaded when missing)"))

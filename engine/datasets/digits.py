@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from engine.datasets import REGISTRY
-from engine.datasets.base import DatasetSpec, RawData
+from engine.datasets.base import DatasetSpec, RawData, fixed
 
 
 def load_digits(root: Path, options: Mapping[str, Any]) -> RawData:
@@ -34,5 +34,5 @@ def load_digits(root: Path, options: Mapping[str, Any]) -> RawData:
 
 REGISTRY.register("seq-digits")(DatasetSpec(
     name="seq-digits", load=load_digits, n_tasks=5, mean=(0.30,), std=(0.38,), crop_padding=1,
-    flip=False, default_backbone="resnet18_reduced",
+    flip=False, default_backbone="resnet18_reduced", geometry=fixed(10, (1, 8, 8)),
     source="scikit-learn's bundled digits (no download)"))

@@ -67,14 +67,13 @@ OPTIONS = {
 }
 
 
+HOW = ("see engine/datasets/imagenet100.py for the layout "
+       "(<data_root>/imagenet100/classes.txt, train/<wnid>/, val/<wnid>/)")
+
+
 def load_imagenet100(root: Path, o: Mapping[str, Any]) -> RawData:
-    folder = Path(o["folder"]).expanduser()
-    folder = folder if folder.is_absolute() else root / folder
-    how = ("see engine/datasets/imagenet100.py for the layout "
-           "(<data_root>/imagenet100/classes.txt, train/<wnid>/, val/<wnid>/)")
-    wnids = _read_class_list(folder, o["class_list"], how)
-    remap = _label_map(len(wnids), o["icarl_order"])
-    train, test = (_index(folder / split, wnids, how) for split in ("train", "val"))
+    folder, wnids, remap, train, test = _files(root, o)
+    how = HOW
     size = o["image_size"]
     digest = hashlib.sha1(f"{CACHE_VERSION} {size}\n{' '.join(wnids)}\n".encode())
     for paths, _ in (train, test):
@@ -91,6 +90,20 @@ def load_imagenet100(root: Path, o: Mapping[str, Any]) -> RawData:
                     _write_cache(cache, arrays)
     return RawData(arrays["x_train"], remap[torch.tensor(train[1], dtype=torch.long)],
                    arrays["x_test"], remap[torch.tensor(test[1], dtype=torch.long)], n_classes=len(wnids))
+
+
+def check_imagenet100(root: Path, o: Mapping[str, Any]) -> None:
+    """The class list and every listed class's files are there (no image is opened)."""
+    _files(root, o)
+
+
+def _files(root: Path, o: Mapping[str, Any]):
+    folder = Path(o["folder"]).expanduser()
+    folder = folder if folder.is_absolute() else root / folder
+    wnids = _read_class_list(folder, o["class_list"], HOW)
+    remap = _label_map(len(wnids), o["icarl_order"])
+    train, test = (_index(folder / split, wnids, HOW) for split in ("train", "val"))
+    return folder, wnids, remap, train, test
 
 
 def _read_class_list(folder: Path, name: str, how: str) -> list[str]:
@@ -172,5 +185,6 @@ def _write_cache(path: Path, arrays: dict) -> None:
 REGISTRY.register(NAME)(DatasetSpec(
     name=NAME, load=load_imagenet100, n_tasks=10,
     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop_padding=28, flip=True,
-    default_backbone="resnet18_imagenet", options=OPTIONS,
+    default_backbone="resnet18_imagenet", options=OPTIONS, check=check_imagenet100,
+    geometry=lambda o: (len(ICARL_ORDER), (3, o["image_size"], o["image_size"])),
     source="<data_root>/imagenet100: classes.txt (100 WordNet ids) + train/<wnid>/, val/<wnid>/ (ImageFolder)"))

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from engine.datasets import REGISTRY
-from engine.datasets.base import DatasetSpec, RawData
+from engine.datasets.base import DatasetSpec, RawData, fixed
 from engine.datasets.files import one_line
 from engine.errors import ConfigError
 
@@ -41,17 +41,34 @@ PICKLES = ("mini-imagenet-cache-train.pkl", "mini-imagenet-cache-val.pkl", "mini
 TEST_FRACTION = 6   # the last 1/6 of each class's rows is its test split
 
 
+HOW = (f"put {', '.join(NPY)} (mammoth) or {', '.join(PICKLES)} there (no automatic download: "
+       f"ImageNet's terms), or pass --data_root")
+
+
 def load_miniimg(root: Path, options: Mapping[str, Any]) -> RawData:
+    folder, pickles = _files(root)
+    return _load_npy(folder, HOW) if pickles is None else _load_pickles(pickles, HOW)
+
+
+def check_miniimg(root: Path, options: Mapping[str, Any]) -> None:
+    """The files are there (.npy arrays: their headers are read too, not their data)."""
+    folder, pickles = _files(root)
+    if pickles is None:
+        arrays = _read_npy(folder, HOW, mmap_mode="r")  # mapped: only the headers and labels are read
+        _validate(*arrays[:2], folder / "train_x.npy", HOW)
+        _validate(*arrays[2:], folder / "test_x.npy", HOW)
+
+
+def _files(root: Path) -> tuple[Path, list[Path] | None]:
+    """The folder and its pickles (None: mammoth's .npy arrays are there)."""
     folder = root / FOLDER
-    how = (f"put {', '.join(NPY)} (mammoth) or {', '.join(PICKLES)} there, "
-           f"or pass --data_root")
     if all((folder / n).is_file() for n in NPY):
-        return _load_npy(folder, how)
+        return folder, None
     pickles = [_pickle_path(folder, n) for n in PICKLES]
     missing = [n for n, p in zip(PICKLES, pickles) if not p.is_file()]
     if missing:
-        raise ConfigError(f"{NAME}: no Mini-ImageNet at {folder} (missing {missing[0]}); {how}")
-    return _load_pickles(pickles, how)
+        raise ConfigError(f"{NAME}: no Mini-ImageNet at {folder} (missing {missing[0]}); {HOW}")
+    return folder, pickles
 
 
 def _pickle_path(folder: Path, name: str) -> Path:
@@ -61,21 +78,29 @@ def _pickle_path(folder: Path, name: str) -> Path:
 
 
 def _load_npy(folder: Path, how: str) -> RawData:
-    try:
-        xtr, ytr, xte, yte = (np.load(folder / n, allow_pickle=False) for n in NPY)
-    except Exception as err:  # truncated or not an .npy file
-        raise ConfigError(f"{NAME}: cannot read the arrays in {folder} ({one_line(err)}); {how}") from err
+    xtr, ytr, xte, yte = _read_npy(folder, how)
     x_train, y_train = _check_arrays(xtr, ytr, folder / "train_x.npy", how)
     x_test, y_test = _check_arrays(xte, yte, folder / "test_x.npy", how)
     return RawData(x_train, y_train, x_test, y_test, n_classes=N_CLASSES)
 
 
+def _read_npy(folder: Path, how: str, mmap_mode: str | None = None) -> list[np.ndarray]:
+    try:
+        return [np.load(folder / n, allow_pickle=False, mmap_mode=mmap_mode) for n in NPY]
+    except Exception as err:  # truncated or not an .npy file
+        raise ConfigError(f"{NAME}: cannot read the arrays in {folder} ({one_line(err)}); {how}") from err
+
+
 def _check_arrays(x: np.ndarray, y: np.ndarray, where: Path, how: str) -> tuple[torch.Tensor, torch.Tensor]:
+    _validate(x, y, where, how)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), torch.from_numpy(y.astype(np.int64))
+
+
+def _validate(x: np.ndarray, y: np.ndarray, where: Path, how: str) -> None:
     if (x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3 or len(x) == 0 or y.shape != (len(x),)
             or not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= N_CLASSES):
         raise ConfigError(f"{NAME}: {where} holds {x.dtype} images of shape {x.shape} and labels of shape "
                           f"{y.shape} (want uint8 [N, H, W, 3] and N labels 0..{N_CLASSES - 1}); {how}")
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), torch.from_numpy(y.astype(np.int64))
 
 
 def _load_pickles(paths: list[Path], how: str) -> RawData:
@@ -136,5 +161,6 @@ def _load_pickles(paths: list[Path], how: str) -> RawData:
 REGISTRY.register("seq-miniimg")(DatasetSpec(
     name="seq-miniimg", load=load_miniimg, n_tasks=20,
     mean=(0.47313006, 0.44905752, 0.40378186), std=(0.27292014, 0.26559181, 0.27953038),
-    crop_padding=4, flip=True, default_backbone="resnet18",
+    crop_padding=4, flip=True, default_backbone="resnet18", check=check_miniimg,
+    geometry=fixed(N_CLASSES, (3, 84, 84)),
     source=f"<data_root>/{FOLDER} (mammoth's train_x.npy... or the mini-imagenet-cache-*.pkl files)"))

@@ -33,7 +33,7 @@ from typing import Any, Mapping
 import torch
 
 from engine.datasets import REGISTRY
-from engine.datasets.base import DatasetSpec, RawData
+from engine.datasets.base import DatasetSpec, RawData, fixed
 from engine.datasets import files
 from engine.datasets.files import file_lock, one_line
 from engine.errors import ConfigError
@@ -62,6 +62,11 @@ def load_tinyimg(root: Path, options: Mapping[str, Any]) -> RawData:
                 _write_cache(cache, {"version": CACHE_VERSION, "fingerprint": fingerprint, **arrays})
     return RawData(arrays["x_train"], torch.tensor(train[1], dtype=torch.long),
                    arrays["x_test"], torch.tensor(test[1], dtype=torch.long), n_classes=n_classes)
+
+
+def check_tinyimg(root: Path, options: Mapping[str, Any]) -> None:
+    """The class list, annotations and every class's images are listed (none is decoded)."""
+    _index(root / FOLDER, f"download {URL} and unzip it into {root}, or pass --data_root")
 
 
 def _index(folder: Path, how: str):
@@ -152,5 +157,5 @@ def _write_cache(path: Path, payload: dict) -> None:
 REGISTRY.register("seq-tinyimg")(DatasetSpec(
     name="seq-tinyimg", load=load_tinyimg, n_tasks=10,
     mean=(0.4802, 0.4480, 0.3975), std=(0.2770, 0.2691, 0.2821), crop_padding=4, flip=True,
-    default_backbone="resnet18",
+    default_backbone="resnet18", check=check_tinyimg, geometry=fixed(200, (3, SIZE, SIZE)),
     source=f"<data_root>/{FOLDER} (unzip {URL})"))

@@ -1,0 +1,49 @@
+"""Pre-flight: what the engine would refuse while building a trial, refused before Ray starts.
+
+Every distinct network of the grid is built once, without training and without data: on the
+meta device (no memory), from the dataset's declared geometry with one placeholder image per
+class. So the norm layers see the real feature-map sizes (IN/LN on 1x1 maps), the classes are
+split into tasks (n_tasks, nc_first_task) and the method builds its buffer (herding capacity).
+The first refusal is raised as the engine's one-line ConfigError.
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Iterable
+
+from engine.config import TrialConfig
+
+# Fields that only steer training, never how a trial is built: trials differing only in them
+# share one build. The buffer size is not among them: the smallest one of a build is checked.
+TRAINING_ONLY = ("seed", "buffer_size", "norm_args", "epochs", "bs", "lr", "momentum", "weight_decay",
+                 "lr_milestones", "lr_gamma", "selection", "device", "data_root")
+
+
+def check_builds(configs: Iterable[TrialConfig]) -> int:
+    """Build each distinct network once (smallest buffer of its group); returns how many."""
+    builds: dict[str, TrialConfig] = {}
+    for cfg in configs:
+        key = repr([getattr(cfg, f.name) for f in fields(cfg) if f.name not in TRAINING_ONLY])
+        if key not in builds or cfg.buffer_size < builds[key].buffer_size:
+            builds[key] = cfg
+    for cfg in builds.values():
+        build_on_meta(cfg)
+    return len(builds)
+
+
+def build_on_meta(cfg: TrialConfig) -> None:
+    import torch
+
+    from engine.datasets import REGISTRY, ContinualDataset, RawData
+    from engine.trainer import build_trial
+
+    spec = REGISTRY.get(cfg.dataset)
+    n_classes, shape = spec.geometry(cfg.data_args)
+    x = torch.zeros(1, *shape, dtype=torch.uint8).expand(n_classes, *shape)  # one image per class
+    y = torch.arange(n_classes)
+    # the placeholder images stay on the CPU (ops on meta tensors would import torch._dynamo: ~3 s)
+    dataset = ContinualDataset(spec, RawData(x, y, x, y, n_classes), n_tasks=cfg.n_tasks, seed=0,
+                               device=torch.device("cpu"), nc_first_task=cfg.nc_first_task)
+    meta = torch.device("meta")
+    with meta:  # the network, optimizer and buffer the build creates take no memory
+        build_trial(cfg, meta, dataset)
