@@ -64,10 +64,11 @@ def _first_hop(url: str) -> tuple[str, int]:
 
 
 def _download_into(archive: Archive, root: Path) -> None:
-    from torchvision.datasets.utils import calculate_md5, download_url, extract_archive
-
     with tempfile.TemporaryDirectory(dir=root, prefix=f".{archive.folder}.") as tmp:
         socket.create_connection(_first_hop(archive.url), timeout=CONNECT_TIMEOUT_S).close()
+        # only now: importing torchvision costs ~2 s, which a machine without network never pays
+        from torchvision.datasets.utils import calculate_md5, download_url, extract_archive
+
         old = socket.getdefaulttimeout()
         socket.setdefaulttimeout(READ_TIMEOUT_S)  # process-wide (torchvision's urlopen has none), so restored
         try:
