@@ -193,6 +193,7 @@ def check_shared_storage(root: Path, timeout_s: float = 180.0) -> None:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     token = uuid.uuid4().hex
+    root.mkdir(parents=True, exist_ok=True)  # the sweep is confirmed by now; nodes look inside it
     probe = root / f".node_probe_{token}"
     probe.write_text(token)
 
