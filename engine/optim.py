@@ -15,7 +15,7 @@ step, as the engine's methods do; `close()` removes the hooks when the optimizer
 from __future__ import annotations
 
 from collections import Counter
-from functools import partial
+import weakref
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -34,7 +34,11 @@ class SGD:
         self.params = list(params)
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.momentum_buffers: list[torch.Tensor | None] = [None] * len(self.params)
-        self._hooks = [p.register_post_accumulate_grad_hook(partial(self._update_in_backward, i))
+        # The hooks hold the optimizer weakly: autograd keeps them where gc cannot see, so a
+        # strong reference (param -> hook -> optimizer -> param) would keep a finished
+        # trial's network alive for the life of a reused worker.
+        ref = weakref.ref(self)
+        self._hooks = [p.register_post_accumulate_grad_hook(_InBackward(ref, i))
                        for i, p in enumerate(self.params)] if in_backward else []
 
     def close(self) -> None:
@@ -55,10 +59,6 @@ class SGD:
         live = [i for i, p in enumerate(self.params) if p.grad is not None]
         if live:
             self._update(live)
-
-    def _update_in_backward(self, i: int, param: torch.nn.Parameter) -> None:
-        self._update([i])
-        param.grad = None
 
     @torch.no_grad()
     def _update(self, live: list[int]) -> None:
@@ -89,6 +89,19 @@ class SGD:
         self.lr, self.momentum, self.weight_decay = state["lr"], state["momentum"], state["weight_decay"]
         self.momentum_buffers = [None if b is None else b.to(device=p.device, copy=True)
                                  for b, p in zip(buffers, self.params)]
+
+
+class _InBackward:
+    """The post-accumulate-grad hook of parameter i: update it, free its gradient."""
+
+    def __init__(self, opt: "weakref.ref[SGD]", i: int):
+        self.opt, self.i = opt, i
+
+    def __call__(self, param: torch.nn.Parameter) -> None:
+        opt = self.opt()
+        if opt is not None:
+            opt._update([self.i])
+            param.grad = None
 
 
 def multistep_lr(base_lr: float, milestones: Sequence[int], gamma: float, epoch: int) -> float:
