@@ -72,12 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_args", metavar="K=V,...", help="dataset options (seq-synth: image_size=32,...)")
     p.add_argument("--data_root", default="data", help="where on-disk datasets live")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core); the "
+                                                "sweep sets --cpus_per_trial, and CPU results depend on it")
     p.add_argument("--out", type=Path, help="trial directory (default: results/engine/<trial id>)")
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> TrialConfig:
-    raw = {k: v for k, v in vars(args).items() if k != "out" and v is not None}
+    raw = {k: v for k, v in vars(args).items() if k not in ("out", "threads") and v is not None}
     for name in ("norm_args", "method_args", "data_args"):
         raw[name] = parse_kv(raw.get(name, ""), f"--{name}")
     return TrialConfig.from_dict(raw)
@@ -95,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args = build_parser().parse_args(argv)
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+            import torch
+            torch.set_num_threads(args.threads)
         cfg = config_from_args(args).resolved()
         out = args.out or Path("results") / "engine" / cfg.trial_id()
         result = run_trial(cfg, out, print_progress)

@@ -60,14 +60,15 @@ def _run(trial: dict[str, Any], out_dir: Path, log: TextIO) -> None:
     def say(line: str) -> None:
         print(f"[{datetime.now():%H:%M:%S}] {line}", file=log, flush=True)
 
-    torch.set_num_threads(max(1, int(trial["cpus"])))
+    threads = max(1, int(trial["cpus"]))
+    torch.set_num_threads(threads)
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # "Checkpoint successfully created" per task
     cfg = TrialConfig.from_dict(trial["config"])
     n_tasks = cfg.n_tasks
     resumed = _restore_from_tune(out_dir, say)
     say(f"start: pid {os.getpid()} on {socket.gethostname()}, "
         f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')!r}, {resumed}")
-    say("same trial by hand: " + engine_command(trial["config"], out_dir))
+    say("same trial by hand: " + engine_command(trial["config"], out_dir, threads))
     wandb_run = TrialRun(trial["wandb"], {"trial_id": trial["trial_id"], "run_name": trial["run_name"],
                                           **trial["config"]}, say)
     last_epoch_report = [0.0]
@@ -125,8 +126,9 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def engine_command(config: dict[str, Any], out_dir: Path) -> str:
-    """The `python -m engine` line that runs (or resumes) this very trial by hand."""
+def engine_command(config: dict[str, Any], out_dir: Path, threads: int) -> str:
+    """The `python -m engine` line that runs (or resumes) this very trial by hand: the thread
+    count is in it because CPU kernels sum in another order with another count."""
     parts = ["python -m engine"]
     for key, value in config.items():
         if value is None or value == {}:
@@ -138,7 +140,7 @@ def engine_command(config: dict[str, Any], out_dir: Path) -> str:
             if not value:
                 continue
         parts.append(f"--{key} {value}")
-    return " ".join(parts + [f"--out {out_dir}"])
+    return " ".join(parts + [f"--threads {threads}", f"--out {out_dir}"])
 
 
 # ---- checkpoints through Tune -------------------------------------------------------------------

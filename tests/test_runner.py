@@ -134,3 +134,24 @@ def test_trial_killed_mid_run_is_retried_from_its_checkpoint(ray_cluster, tmp_pa
     assert len(result["acc_matrix"]["class_il"]) == 5
     assert not list(sd.tune.glob("*/*/checkpoint_*"))                   # pruned once finished
 
+
+
+def test_the_logged_command_reproduces_the_trial_bit_for_bit(ray_cluster, tmp_path):
+    trials = plan(models=["derpp"], seeds=[3])
+    sd = SweepDir(tmp_path, "by_hand")
+    out = run_sweep(trials, sd, RunOptions(cpus_per_trial=1, gpus_per_trial=0, wandb_mode="disabled"))
+    swept = json.loads((sd.trial_dir(trials[0].trial_id) / "result.json").read_text())
+    log = Path(sd.planned(trials[0].trial_id)["log_file"]).read_text()
+    command = re.search(r"same trial by hand: python (-m engine .*)", log).group(1)
+    assert "--threads 1 " in command                      # the sweep's thread count, not the machine's
+    command = re.sub(r"--out \S+", f"--out {tmp_path / 'again'}", command)
+    subprocess.run([sys.executable, *command.split()], check=True, capture_output=True,
+                   cwd=Path(__file__).resolve().parents[1])
+    again = json.loads((tmp_path / "again" / "result.json").read_text())
+    assert again["trial_id"] == swept["trial_id"] and again["acc_matrix"] == swept["acc_matrix"]
+
+
+def test_engine_refuses_a_thread_count_below_one():
+    run = subprocess.run([sys.executable, "-m", "engine", "--threads", "0"], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 2 and run.stderr.strip() == "error: --threads must be >= 1, got 0"
