@@ -200,6 +200,7 @@ def _run(plan: Plan, *, dry_run: bool, yes: bool, prepare_data: bool) -> int:
         return 0
     if not pending:
         print("Nothing to run: every trial of this grid has finished.")
+        plan.sweep_dir.prune_tune_checkpoints()  # what a killed launch left behind
         _report(plan.sweep_dir.root, plan.run["baseline"])
         return 0
     if not yes and not _confirm():

@@ -13,6 +13,7 @@ Directories starting with "_" are not trials. All writes are atomic (temp file +
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,16 @@ class SweepDir:
     def is_done(self, trial_id: str) -> bool:
         result = read_result(self.trial_dir(trial_id))
         return result is not None and result.get("trial_id") == trial_id
+
+    def prune_tune_checkpoints(self) -> int:
+        """Remove Tune's task-boundary checkpoints of every trial with a finished result.json,
+        whichever launch wrote them (one killed with -9 never pruned its own). Returns how many."""
+        pruned = 0
+        for ckpt in self.tune.glob("*/*/checkpoint_*"):  # _tune/<launch>/<trial_id>/checkpoint_N
+            if ckpt.is_dir() and self.is_done(ckpt.parent.name):
+                shutil.rmtree(ckpt, ignore_errors=True)
+                pruned += 1
+        return pruned
 
     def record_planned(self, trial_id: str, run_name: str, config: dict[str, Any], log_file: str | None) -> None:
         write_json(self.trial_dir(trial_id) / CONFIG_FILE,

@@ -86,6 +86,7 @@ def run_sweep(trials: list[PlannedTrial], sweep: SweepDir, opts: RunOptions, alr
     from orchestrator.trainable import train_one
 
     outcome = SweepOutcome()
+    sweep.prune_tune_checkpoints()
     if not trials:
         return outcome
     payloads = [payload(t, sweep, opts) for t in trials]
@@ -116,7 +117,7 @@ def run_sweep(trials: list[PlannedTrial], sweep: SweepDir, opts: RunOptions, alr
         board.close()
         outcome.makespan_s = time.monotonic() - t0
     _reconcile(trials, sweep, outcome)
-    _prune_tune_checkpoints(sweep, set(outcome.finished))
+    sweep.prune_tune_checkpoints()
     return outcome
 
 
@@ -134,13 +135,6 @@ def _reconcile(trials: list[PlannedTrial], sweep: SweepDir, outcome: SweepOutcom
             err = read_error(sweep.trial_dir(t.trial_id)) or {}
             outcome.failed.append(Failure(t.trial_id, t.run_name, err.get("error") or "did not finish",
                                           (sweep.planned(t.trial_id) or {}).get("log_file")))
-
-
-def _prune_tune_checkpoints(sweep: SweepDir, finished: set[str]) -> None:
-    """A finished trial needs no task-boundary checkpoint: free the disk."""
-    for ckpt in sweep.tune.glob("*/*/checkpoint_*"):
-        if ckpt.parent.name in finished:
-            shutil.rmtree(ckpt, ignore_errors=True)
 
 
 def one_line(exc: BaseException | str | None) -> str:

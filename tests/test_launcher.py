@@ -265,6 +265,9 @@ def test_kill_9_of_the_launcher_then_rerun_finishes_the_rest_and_new_seeds_only(
         time.sleep(2)  # Ray's own processes share the launcher's fate
         finished = {p.parent.name: p.stat().st_mtime_ns for p in sweep_dir.glob("*/result.json")}
         assert 1 <= len(finished) < 3, "kill came too late to test anything"
+        def orphans():
+            return [c for c in sweep_dir.glob("_tune/*/*/checkpoint_*") if c.parent.name in finished]
+        assert orphans(), "the killed launch left no checkpoint of a finished trial"
 
         second = launch([*work, "--num_seeds", "4"], tmp_path)   # resume + one new seed
         assert second.returncode == 0, second.stdout + second.stderr
@@ -273,6 +276,7 @@ def test_kill_9_of_the_launcher_then_rerun_finishes_the_rest_and_new_seeds_only(
         assert len(results) == 4
         assert all(results[tid] == mtime for tid, mtime in finished.items())   # not run twice
         assert not (sweep_dir / "_wandb").exists()                              # --nowandb
+        assert not orphans()                                # the killed launch's checkpoints pruned
         for tid in finished:
             log = json.loads((sweep_dir / tid / "config.json").read_text())["log_file"]
             assert Path(log).read_text().count("start: pid") == 1
