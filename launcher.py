@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--cpus_per_trial", type=POSITIVE, default=S, help="CPUs per trial (default 1)")
     o.add_argument("--max_failures", type=NONNEGATIVE_INT, default=S, help="retries of a crashed trial (default 2); "
                                                                "a non-finite loss is never retried")
+    o.add_argument("--fail_fast", type=NONNEGATIVE_INT, default=S,
+                   help="stop the sweep once this many trials failed with the same config, data or code "
+                        "error (not a crash, an out-of-memory or a non-finite loss); 0: never (default 3)")
     o.add_argument("--address", default=S, help="join this Ray cluster (host:port or auto) instead of "
                                                 "starting one; --results_dir must be on shared storage")
     o.add_argument("--dashboard_port", type=PORT, default=S, help="local dashboard port (default 8265 or the "
@@ -97,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 RUN_DEFAULTS = {"results_dir": "results", "coldsecs": 0.0, "waitsecs": 25.0, "usage_threshold": 0.3,
                 "logdir": None, "gpus_per_trial": None, "cpus_per_trial": 1.0, "max_failures": 2,
-                "nowandb": False, "wandb_project": "CL", "address": None, "dashboard_port": None,
+                "fail_fast": 3, "nowandb": False, "wandb_project": "CL", "address": None, "dashboard_port": None,
                 "baseline": None}
 
 
@@ -250,7 +253,7 @@ def _launch(pending, n_done: int, sweep_dir, run: dict) -> int:
                   f"{info.nodes} node(s)); logs in {Path(runner.log_file_for(pending[0], sweep_dir, run['logdir'])).parent}")
             outcome = runner.run_sweep(pending, sweep_dir, runner.RunOptions(
                 cpus_per_trial=run["cpus_per_trial"], gpus_per_trial=gpus_per_trial,
-                max_failures=run["max_failures"], coldsecs=run["coldsecs"], logdir=run["logdir"],
+                max_failures=run["max_failures"], fail_fast=run["fail_fast"], coldsecs=run["coldsecs"], logdir=run["logdir"],
                 wandb_mode=wandb_mode, wandb_project=run["wandb_project"]), already_done=n_done)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -262,6 +265,12 @@ def _launch(pending, n_done: int, sweep_dir, run: dict) -> int:
               "(running trials resume from their last finished task).", file=sys.stderr)
         return 130
     _report(sweep_dir.root, run["baseline"])
+    if outcome.stopped:
+        s = outcome.stopped
+        print(f"Stopped: {s.count} trials failed with the same error: {s.error}\n  log: {s.log_file}\n"
+              f"  {outcome.not_started} trials not run; fix the cause and run the same command to run "
+              f"them (--fail_fast 0 never stops).", file=sys.stderr)
+        return 1
     if outcome.failed:
         print(f"{len(outcome.failed)} of {len(pending)} trials failed:", file=sys.stderr)
         for f in outcome.failed:

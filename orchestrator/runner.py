@@ -21,6 +21,7 @@ from typing import Any, Iterator
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
+from orchestrator.failfast import FailFast, Tripped, is_crash
 from orchestrator.ledger import SweepDir, clear_error, read_error, record_error
 from orchestrator.progress import ProgressBoard
 from orchestrator.sweep import PlannedTrial
@@ -42,6 +43,7 @@ class RunOptions:
     wandb_mode: str = "disabled"         # online | offline | disabled (tracking.choose_mode)
     wandb_project: str = "CL"
     reuse_actors: bool = True            # one process runs many trials: no interpreter start per trial
+    fail_fast: int = 3                   # stop after this many trials fail the same way (0: never)
     tune_checkpoints: bool = True        # hand each task-boundary checkpoint to Tune (retries on any node)
     progress_every_s: float = 30.0
 
@@ -59,6 +61,8 @@ class SweepOutcome:
     finished: list[str] = field(default_factory=list)
     failed: list[Failure] = field(default_factory=list)
     interrupted: bool = False
+    stopped: Tripped | None = None       # --fail_fast stopped the sweep
+    not_started: int = 0                 # trials left pending by that stop
     last_results: dict[str, dict] = field(default_factory=dict)   # trial id -> last reported metrics
     makespan_s: float = 0.0
 
@@ -94,7 +98,8 @@ def run_sweep(trials: list[PlannedTrial], sweep: SweepDir, opts: RunOptions, alr
         sweep.record_planned(t.trial_id, t.run_name, p["config"], p["log_file"])
     board = ProgressBoard({t.trial_id: t.config.n_tasks for t in trials},
                           already_done=already_done, stream=board_stream, every_s=opts.progress_every_s)
-    callback = _SweepCallback(board, outcome)
+    stopper = FailFast(opts.fail_fast)
+    callback = _SweepCallback(board, outcome, stopper)
     tuner = tune.Tuner(
         tune.with_resources(train_one, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}),
         param_space={"trial": tune.grid_search(payloads)},
@@ -102,7 +107,7 @@ def run_sweep(trials: list[PlannedTrial], sweep: SweepDir, opts: RunOptions, alr
                                     trial_name_creator=lambda t: t.config["trial"]["run_name"],
                                     trial_dirname_creator=lambda t: t.config["trial"]["trial_id"]),
         run_config=tune.RunConfig(
-            name=time.strftime("run-%Y%m%d-%H%M%S"), storage_path=str(sweep.tune), verbose=0,
+            name=time.strftime("run-%Y%m%d-%H%M%S"), storage_path=str(sweep.tune), verbose=0, stop=stopper,
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[callback, JsonLoggerCallback()]),  # JSON: Tune's own per-trial history
@@ -116,6 +121,7 @@ def run_sweep(trials: list[PlannedTrial], sweep: SweepDir, opts: RunOptions, alr
     finally:
         board.close()
         outcome.makespan_s = time.monotonic() - t0
+    outcome.stopped = stopper.tripped
     _reconcile(trials, sweep, outcome)
     sweep.prune_tune_checkpoints()
     return outcome
@@ -131,6 +137,8 @@ def _reconcile(trials: list[PlannedTrial], sweep: SweepDir, outcome: SweepOutcom
             outcome.finished.append(t.trial_id)
         elif t.trial_id in failed:
             outcome.failed.append(failed[t.trial_id])
+        elif outcome.stopped:
+            outcome.not_started += 1
         elif not outcome.interrupted:
             err = read_error(sweep.trial_dir(t.trial_id)) or {}
             outcome.failed.append(Failure(t.trial_id, t.run_name, err.get("error") or "did not finish",
@@ -159,8 +167,8 @@ def one_line(exc: BaseException | str | None) -> str:
 class _SweepCallback(tune.Callback):
     """Driver side: feeds the progress board and records crashes in the sweep directory."""
 
-    def __init__(self, board: ProgressBoard, outcome: SweepOutcome):
-        self.board, self.outcome = board, outcome
+    def __init__(self, board: ProgressBoard, outcome: SweepOutcome, stopper: FailFast):
+        self.board, self.outcome, self.stopper = board, outcome, stopper
 
     @staticmethod
     def _info(trial) -> dict[str, Any]:
@@ -182,6 +190,7 @@ class _SweepCallback(tune.Callback):
         last = trial.last_result or {}
         if last.get("status") == "failed":  # TrainingError: the trial wrote error.json itself
             self._failed(t, str(last.get("error")), why="not retried")
+            self.stopper.failed(str(last.get("error")), t["log_file"], bool(last.get("config_error")))
         else:
             self.board.ended(t["trial_id"], ok=True)
 
@@ -192,9 +201,11 @@ class _SweepCallback(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         t = self._info(trial)
-        error = one_line(_error_of(trial))
+        exc = _error_of(trial)
+        error = one_line(exc)
         record_error(t["out_dir"], t["trial_id"], error, t["log_file"])
         self._failed(t, error, why=f"{trial.num_failures} attempt(s)")
+        self.stopper.failed(error, t["log_file"], not is_crash(exc))
 
     def _failed(self, t: dict[str, Any], error: str, why: str) -> None:
         self.outcome.failed.append(Failure(t["trial_id"], t["run_name"], error, t["log_file"]))

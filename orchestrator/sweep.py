@@ -128,7 +128,7 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
 # Keys a preset may set: the sweep axes above plus the run options the launcher reads.
 PRESET_KEYS = tuple(DEFAULTS) + (
     "name", "results_dir", "logdir", "gpus_per_trial", "cpus_per_trial", "max_failures",
-    "nowandb", "wandb_project", "usage_threshold", "waitsecs", "coldsecs")
+    "fail_fast", "nowandb", "wandb_project", "usage_threshold", "waitsecs", "coldsecs")
 
 
 def spec_from_flags(flags: Mapping[str, Any]) -> SweepSpec:

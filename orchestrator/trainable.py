@@ -101,7 +101,8 @@ def _run(trial: dict[str, Any], out_dir: Path, log: TextIO) -> None:
         say(f"FAILED (not retried): {exc}")
         record_error(out_dir, trial["trial_id"], str(exc), trial["log_file"])
         wandb_run.finish(failed=True)
-        tune.report({**where, "status": "failed", "error": str(exc), "n_tasks": n_tasks})
+        tune.report({**where, "status": "failed", "error": str(exc), "n_tasks": n_tasks,
+                     "config_error": isinstance(exc, ConfigError)})  # counts toward --fail_fast
         return
     except BaseException:
         say("crashed (Tune retries it up to --max_failures):\n" + traceback.format_exc())

@@ -155,3 +155,13 @@ def test_engine_refuses_a_thread_count_below_one():
     run = subprocess.run([sys.executable, "-m", "engine", "--threads", "0"], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert run.returncode == 2 and run.stderr.strip() == "error: --threads must be >= 1, got 0"
+
+
+def test_identical_config_errors_stop_the_sweep_and_leave_the_rest_pending(ray_cluster, tmp_path):
+    trials = plan(num_seeds=8, trial_args=["nc_first_task=999"])
+    sd = SweepDir(tmp_path, "broken")
+    out = run_sweep(trials, sd, RunOptions(cpus_per_trial=1, fail_fast=2, wandb_mode="disabled"))
+    assert out.stopped is not None and out.stopped.count == 2 and "nc_first_task" in out.stopped.error
+    assert not out.finished and 2 <= len(out.failed) < 8
+    assert out.not_started == 8 - len(out.failed)
+    assert sum(not sd.is_done(t.trial_id) for t in trials) == 8             # the rest stay pending
