@@ -73,6 +73,21 @@ def fresh_interpreter_s(trial, repeats: int = 3) -> float:
     return sum(times) / len(times)
 
 
+def worker_rss(last_results: dict[str, dict]) -> str:
+    """Per trial process: RSS after its 5th trial, after its last, and the growth per trial between."""
+    by_pid: dict[int, list[float]] = {}
+    for r in last_results.values():  # trials finish in order per process; sort by trial end time
+        by_pid.setdefault(r["pid"], []).append((r["timestamp"], r["worker_rss_mib"]))
+    parts = []
+    for pid, rows in sorted(by_pid.items()):
+        rss = [v for _, v in sorted(rows)]
+        base = rss[min(4, len(rss) - 1)]
+        growth = (rss[-1] - base) / max(1, len(rss) - 1 - min(4, len(rss) - 1))
+        parts.append(f"pid {pid}: {len(rss)} trials, {base:.0f} -> {rss[-1]:.0f} MiB "
+                     f"(peak {max(rss):.0f}), {growth * 1024:+.0f} KiB per trial")
+    return "; ".join(parts)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=24)
@@ -98,6 +113,7 @@ def main() -> int:
     with session(ClusterOptions(num_cpus=args.cpus, want_gpus=False), say=lambda s: None):
         startup = time.perf_counter() - t0
         print(f"Ray start-up (local, with dashboard): {startup:.1f} s, once per launch")
+        rss_lines = []
         print("| variant | makespan (s) | ideal (s) | overhead per trial (s) |")
         print("|---|---|---|---|")
         for name in args.variants:
@@ -108,6 +124,9 @@ def main() -> int:
                 assert len(out.finished) == len(trials), out.failed
                 overhead = (out.makespan_s - ideal) / len(trials)
                 print(f"| {name} | {out.makespan_s:.1f} | {ideal:.1f} | {overhead:.2f} |", flush=True)
+                rss_lines.append(f"{name}: " + worker_rss(out.last_results))
+        print("trial-process resident memory (MiB, at each trial's end), per reused process:")
+        print("\n".join(rss_lines))
     return 0
 
 

@@ -63,7 +63,10 @@ def _run(trial: dict[str, Any], out_dir: Path, log: TextIO) -> None:
     threads = max(1, int(trial["cpus"]))
     torch.set_num_threads(threads)
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # "Checkpoint successfully created" per task
-    cfg = TrialConfig.from_dict(trial["config"])
+    config = dict(trial["config"])
+    if config.get("device", "auto") == "auto":  # Ray's grant decides: a trial given a GPU uses it or fails
+        config["device"] = "cuda" if trial["gpus"] > 0 else "cpu"
+    cfg = TrialConfig.from_dict(config)
     n_tasks = cfg.n_tasks
     resumed = _restore_from_tune(out_dir, say)
     say(f"start: pid {os.getpid()} on {socket.gethostname()}, "
@@ -117,7 +120,14 @@ def _run(trial: dict[str, Any], out_dir: Path, log: TextIO) -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the actor may be reused for the next trial
     tune.report({**where, **final, "task": n_tasks, "tasks_done": n_tasks, "n_tasks": n_tasks,
-                 "status": "finished"})
+                 "status": "finished", "pid": os.getpid(), "worker_rss_mib": _rss_mib()})
+
+
+def _rss_mib() -> float:
+    """This (reused) trial process's resident memory now: a leak shows as growth trial after trial."""
+    with contextlib.suppress(OSError, ValueError):
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return float("nan")
 
 
 def flat_metrics(result: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The runner on a real local Ray (started once for the module the way the launcher starts it,
 declaring 4 fake GPUs on 2 CPUs): dashboard, GPU packing, retries from checkpoints, failures
 without retries, W&B offline runs. Slow-ish: ~1 min on 2 cores."""
+import dataclasses
 import json
 import os
 import re
@@ -59,7 +60,8 @@ def test_dashboard_url_has_a_scheme_and_answers_with_the_documented_token(ray_cl
 
 
 def test_fractional_gpus_pack_four_trials_per_gpu_and_wandb_runs_offline(ray_cluster, tmp_path):
-    trials = plan(num_seeds=4)
+    trials = [dataclasses.replace(t, config=dataclasses.replace(t.config, device="cpu"))  # Ray's GPUs are
+              for t in plan(num_seeds=4)]                                               # fake here
     sd = SweepDir(tmp_path, "gpu")
     out = run_sweep(trials, sd, RunOptions(cpus_per_trial=0.5, gpus_per_trial=0.25, wandb_mode="offline"))
     assert sorted(out.finished) == sorted(t.trial_id for t in trials) and not out.failed
@@ -73,6 +75,15 @@ def test_fractional_gpus_pack_four_trials_per_gpu_and_wandb_runs_offline(ray_clu
         assert planned["run_name"] == t.run_name and planned["config"] == t.config.to_dict()
         assert Path(planned["log_file"]).name == f"{t.run_name}.txt"
         assert (sd.trial_dir(t.trial_id) / "result.json").exists()
+
+
+def test_a_trial_given_a_gpu_it_cannot_use_fails_once_in_one_line(ray_cluster, tmp_path):
+    trials = plan(seeds=[5])                                  # device auto; Ray grants a (fake) GPU
+    sd = SweepDir(tmp_path, "nocuda")
+    out = run_sweep(trials, sd, RunOptions(cpus_per_trial=1, gpus_per_trial=1, max_failures=3))
+    assert not out.finished and len(out.failed) == 1
+    assert "device='cuda' cannot be used" in out.failed[0].error and "\n" not in out.failed[0].error
+    assert len(log_starts(out.failed[0].log_file)) == 1                  # never retried, never on the CPU
 
 
 def test_zero_gpu_trials_see_no_gpu_and_nowandb_leaves_no_runs(ray_cluster, tmp_path):
