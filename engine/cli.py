@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_args", metavar="K=V,...", help="dataset options (seq-synth: image_size=32,...)")
     p.add_argument("--data_root", default="data", help="where on-disk datasets live")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--deterministic", action="store_true", default=None,
+                   help="deterministic cuDNN/torch algorithms on a GPU (slower; TF32 is always off)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core); the "
                                                 "sweep sets --cpus_per_trial, and CPU results depend on it")
     p.add_argument("--out", type=Path, help="trial directory (default: results/engine/<trial id>)")

@@ -37,6 +37,8 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
 # (selection "last"); the TBBN/FACIL exemplar methods keep the protocol's "val".
 # Fields that say where/how a trial runs, not what it computes: excluded from the trial id.
 RUNTIME_FIELDS = ("device", "data_root")
+# Fields added after trials were run: left out of the id at their default, so old ids stay.
+ID_WHEN_SET = {"deterministic": False}
 OPTION_FIELDS = ("norm_args", "method_args", "data_args")
 
 
@@ -66,6 +68,7 @@ class TrialConfig:
     data_args: Mapping[str, Any] = field(default_factory=dict)
     device: str = "auto"                  # auto | cpu | cuda | cuda:N
     data_root: str = "data"
+    deterministic: bool = False           # deterministic cuDNN/torch algorithms (engine/device.py)
 
     def __post_init__(self) -> None:
         if self.setting not in SETTINGS:
@@ -91,6 +94,8 @@ class TrialConfig:
             object.__setattr__(self, "lr_milestones", milestones)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"unknown device {self.device!r}; choose one of: auto, cpu, cuda, cuda:N")
+        if not isinstance(self.deterministic, bool):
+            raise ConfigError(f"deterministic={self.deterministic!r} must be true or false")
         for name in OPTION_FIELDS:
             object.__setattr__(self, name, dict(getattr(self, name) or {}))
 
@@ -145,7 +150,8 @@ class TrialConfig:
 
     def trial_id(self) -> str:
         """A stable hash of what the trial computes (resolve first, so defaults count)."""
-        payload = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        payload = {k: v for k, v in self.to_dict().items()
+                   if k not in RUNTIME_FIELDS and not (k in ID_WHEN_SET and v == ID_WHEN_SET[k])}
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha1(blob).hexdigest()[:12]
 

@@ -2,6 +2,8 @@
 whether the optimizer updates inside backward, and the chunk size of eval-mode forwards."""
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
@@ -82,6 +84,22 @@ def describe_device(device: torch.device) -> str:
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     return "cpu"
+
+
+def set_numerics(deterministic: bool) -> dict:
+    """The numeric policy of one trial, set every trial (a reused worker may run both kinds),
+    returned for result.json. TF32 is off in both: fp32 means fp32 on Ampere and newer too.
+    deterministic: cuDNN and torch pick deterministic kernels; an op that has none on CUDA
+    (adaptive_avg_pool2d's backward, in every ResNet here) stays as it is, and torch's warning
+    says so in the trial's log. Bit-identical reruns are promised on the CPU only."""
+    if deterministic:  # cuBLAS reads it when its first handle is made, i.e. after this
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    return {"deterministic": deterministic, "tf32": False}
 
 
 def rng_state(device: torch.device) -> dict:

@@ -142,7 +142,10 @@ def engine_command(config: dict[str, Any], out_dir: Path, threads: int) -> str:
     count is in it because CPU kernels sum in another order with another count."""
     parts = ["python -m engine"]
     for key, value in config.items():
-        if value is None or value == {}:
+        if value is None or value == {} or value is False:
+            continue
+        if value is True:  # a store_true flag
+            parts.append(f"--{key}")
             continue
         if isinstance(value, dict):
             value = ",".join(f"{k}={v}" for k, v in value.items())

@@ -129,3 +129,22 @@ def test_a_checkpoint_holds_its_own_devices_generators_and_resumes_only_on_that_
     old["rng"]["cuda"] = [torch.zeros(16, dtype=torch.uint8)] * 2
     torch.save(old, path)
     assert run_trial(cfg, tmp_path / "cut")["metrics"] == whole["metrics"]
+
+
+def test_deterministic_is_recorded_changes_the_id_and_leaves_old_ids_alone(tmp_path, tiny_cfg):
+    import hashlib, json as _json
+    from engine.config import RUNTIME_FIELDS
+    plain = tiny_cfg().resolved()
+    old_payload = {k: v for k, v in plain.to_dict().items() if k not in RUNTIME_FIELDS + ("deterministic",)}
+    assert plain.trial_id() == hashlib.sha1(_json.dumps(old_payload, sort_keys=True, default=str)
+                                            .encode()).hexdigest()[:12]          # ids from before the field
+    det = tiny_cfg(deterministic=True)
+    assert det.resolved().trial_id() != plain.trial_id()
+    result = run_trial(det, tmp_path / "det")
+    assert result["numerics"] == {"deterministic": True, "tf32": False}
+    assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+    result = run_trial(tiny_cfg(seed=2), tmp_path / "plain")   # a reused process: the policy is reset
+    assert result["numerics"] == {"deterministic": False, "tf32": False}
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cuda.matmul.allow_tf32
+    with pytest.raises(ConfigError, match="deterministic='yes' must be true or false"):
+        tiny_cfg(deterministic="yes")
