@@ -98,7 +98,8 @@ def set_numerics(deterministic: bool) -> dict:
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if deterministic or torch.are_deterministic_algorithms_enabled():  # the setter imports dynamo
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)   # (+150 MB): only on need
     return {"deterministic": deterministic, "tf32": False}
 
 

@@ -208,6 +208,9 @@ def parse_trial_args(given: Any) -> dict[str, tuple]:
                 items[k] = tuple(_literal(x) for x in v.split("|"))
     fields = set(TrialConfig.__dataclass_fields__)
     for key in items:
+        if key == "device":  # Ray decides: a trial given a GPU runs on cuda, one without on the CPU
+            raise ConfigError("--trial_args device: the launcher places trials; --gpus_per_trial 0 keeps "
+                              "them on the CPU")
         if key in GRID_FIELDS:
             raise ConfigError(f"--trial_args {key}: set by its own flag (--{_flag_of(key)}), not here")
         if key not in fields:

@@ -93,6 +93,7 @@ BAD_INPUTS = [
     (["--config", "T/failures.yaml"], "max_failures: 1.5 is not an integer of 0 or more"),
     (["--config", "T/failfast.yaml"], "fail_fast: 'few' is not an integer of 0 or more"),
     (["--fail_fast", "-1"], "'-1' is not an integer of 0 or more"),
+    (["--trial_args", "device=cpu"], "--gpus_per_trial 0 keeps them on the CPU"),
     (["--config", "T/threshold.yaml"], "usage_threshold: 2 is not a number in (0, 1]"),
     (["--config", "T/seeds.yaml"], "num_seeds: 'abc' is not an integer of 1 or more"),
     (["--config", "T/wandb.yaml"], "nowandb: 'maybe' is not true or false"),
