@@ -174,7 +174,7 @@ class Method:
         n_c = x.shape[0]
         if memory is not None:
             draws = [memory]
-        elif self.buffer is None or self.buffer.is_empty() or self.memory_stream:
+        elif self.buffer is None or self.buffer.is_empty() or self.memory_stream or not self.replays():
             draws = []
         else:
             draws = [self.buffer.sample(self.cfg.minibatch_size) for _ in range(self.replay_draws)]
@@ -185,6 +185,10 @@ class Method:
             slices.append(slice(start, start + d["y"].shape[0]))
             start = slices[-1].stop
         return Batch(self.data.augment(torch.cat(raw)), torch.cat(ys), torch.cat(tasks), n_c, draws, slices)
+
+    def replays(self) -> bool:
+        """Whether this step draws replay from a non-empty buffer (ER-ACE: only from task 1)."""
+        return True
 
     def store(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> None:
         self.buffer.add(self.task, x=x, y=y, task=torch.full_like(y, self.task))
