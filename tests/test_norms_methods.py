@@ -62,3 +62,27 @@ def test_er_ace_last_class_mask(tiny_cfg, mask, last_class_allowed):
     keep = [C - 2, C - 1] if last_class_allowed else [C - 2]
     expected = F.cross_entropy(logits[:, keep], torch.full_like(y, 0))
     torch.testing.assert_close(method.loss(logits, batch), expected)
+
+
+def losses(tiny_cfg, model, lambd, tasks):
+    """Losses of real steps at the given tasks, AdaB2N with ada_t0=0 and weight `lambd`."""
+    import torch
+    torch.manual_seed(0)
+    data, method = build(tiny_cfg, model=model, norm="adab2n", norm_args={"ada_t0": 0, "lambd": lambd})
+    out = []
+    for task in tasks:
+        if task != method.task:
+            method.begin_task(task)
+        torch.manual_seed(1)
+        out.append(float(method.observe(data.tasks[task].x_train[:4], data.tasks[task].y_train[:4])))
+    return out
+
+
+@pytest.mark.parametrize("model, tasks, regularized", [
+    ("er_ace", [0, 0, 1], [False, False, True]),   # the fork: inside `if task > 0` (ada_t0 0 == 1)
+    ("der", [0, 0], [False, True]),               # the fork: once the buffer is non-empty
+    ("derpp", [0, 0], [False, True]),
+])
+def test_adab2n_regularizer_schedule_follows_the_fork(tiny_cfg, model, tasks, regularized):
+    plain, heavy = losses(tiny_cfg, model, 0.0, tasks), losses(tiny_cfg, model, 10.0, tasks)
+    assert [h != p for p, h in zip(plain, heavy)] == regularized

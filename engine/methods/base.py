@@ -71,6 +71,7 @@ class Method:
     trains_on_seen_tasks: ClassVar[bool] = False   # joint: every task's stream holds all seen data
     memory_stream: ClassVar[bool] = False  # replay rows come from the trainer's stream over a fixed memory
     needs_features: ClassVar[bool] = False  # loss reads batch.features (forward = head(features(x)))
+    aux_loss_needs_replay: ClassVar[bool] = False  # the norms' regularizer only on steps with replay
 
     def __init__(self, net: nn.Module, dataset, cfg, device: torch.device):
         self.net, self.data, self.cfg, self.device = net, dataset, cfg, device
@@ -162,7 +163,9 @@ class Method:
             logits = self.net.head(batch.features)
         else:
             logits = self.net(batch.x)
-        loss = norms.add_aux_loss(self.net, self.loss(logits, batch))
+        loss = self.loss(logits, batch)
+        if batch.replay or not self.aux_loss_needs_replay:
+            loss = norms.add_aux_loss(self.net, loss)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

@@ -19,6 +19,7 @@ class ErAce(Method):
     OPTIONS = {"mask": Option(str, "fork", "last-class mask: fork (AdaB2N's code: no tail once class C-1 "
                                            "is seen) or mammoth (always unmask from the largest seen class)",
                               choices=("fork", "mammoth"))}
+    aux_loss_needs_replay = True   # the AdaB2N fork (er_ace_ada.py) adds it inside `if task > 0`
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
