@@ -113,7 +113,7 @@ def test_interrupted_offline_trial_resumes_with_memory_and_old_model(tmp_path, m
         run_trial(cfg, tmp_path / "cut", progress=crash)
     ckpt = load_checkpoint(tmp_path / "cut")
     assert ckpt["method"]["extra"]["old_net"] is not None                # the previous model is saved
-    assert ckpt["method"]["buffer"]["count"] == 14                       # herding: 20 // 7 seen classes = 2 each
+    assert ckpt["method"]["buffer"]["count"] == 21                       # herding: ceil(20 / 7 seen classes) = 3 each
     tasks = []
     resumed = run_trial(cfg, tmp_path / "cut", progress=lambda e: tasks.append(e["task"]))
     assert sorted(set(tasks)) == [2]

@@ -81,7 +81,7 @@ class Method:
                        if self.uses_buffer else None)
         herding = getattr(self.buffer, "selects_at_task_end", False)
         if herding and cfg.buffer_size < dataset.n_classes:
-            raise ConfigError(f"buffer_mode herding keeps buffer_size // seen classes exemplars per class: "
+            raise ConfigError(f"buffer_mode herding keeps ceil(buffer_size / seen classes) exemplars per class: "
                               f"buffer_size={cfg.buffer_size} must be at least the {dataset.n_classes} classes "
                               f"of {dataset.name}")
         # the memory changes only at task end: herding always, and under the exemplar protocol
