@@ -59,6 +59,8 @@ class Stage:
     epochs: int
     lr: float
     rows: torch.Tensor | None = None
+    memory_rows: torch.Tensor | None = None   # which rows of the streamed memory (None: all)
+    mixed: bool = False   # one shuffled stream over current and memory rows, not bs + minibatch_size
 
 
 class Method:
