@@ -149,11 +149,13 @@ def train_task(method: Method, dataset: ContinualDataset, cfg: TrialConfig, task
         if fresh:  # FACIL: a fresh optimizer and MultiStep LR schedule every task (stage)
             method.reset_optimizer(stage.lr)
         memory = method.replay_memory()        # fixed while the task trains (memory-stream methods)
+        if memory is not None and stage.memory_rows is not None:
+            memory = {k: v[stage.memory_rows] for k, v in memory.items()}
         best = BestEpoch() if val is not None else None
         for stage_epoch in range(stage.epochs):
             if fresh:
                 method.opt.lr = multistep_lr(stage.lr, cfg.lr_milestones or (), cfg.lr_gamma, stage_epoch)
-            losses = train_epoch(method, sx, sy, memory, cfg)
+            losses = train_epoch(method, sx, sy, memory, cfg, stage.mixed)
             steps += len(losses)
             if losses:
                 _check_finite(torch.stack(losses), task, epoch_no, dataset.n_tasks)  # one host sync per epoch
@@ -171,17 +173,17 @@ def train_task(method: Method, dataset: ContinualDataset, cfg: TrialConfig, task
 
 
 def train_epoch(method: Method, x: torch.Tensor, y: torch.Tensor, memory: dict[str, torch.Tensor] | None,
-                cfg: TrialConfig) -> list[torch.Tensor]:
+                cfg: TrialConfig, mixed: bool = False) -> list[torch.Tensor]:
     """One epoch over the current rows `x, y` (and the streamed memory); returns the step losses."""
     losses = []
-    for cur, mem in epoch_batches(method, y.shape[0], memory, cfg):
+    for cur, mem in epoch_batches(method, y.shape[0], memory, cfg, mixed):
         replay = None if mem is None else {k: v[mem] for k, v in memory.items()}
         losses.append(method.observe(x[cur], y[cur], replay))
     return losses
 
 
 def epoch_batches(method: Method, n_rows: int, memory: dict[str, torch.Tensor] | None,
-                  cfg: TrialConfig) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+                  cfg: TrialConfig, mixed: bool = False) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """Row indices of every step: (current rows, memory rows or None).
 
     - online methods: `bs` current rows per step (replay is drawn inside the step);
@@ -192,6 +194,9 @@ def epoch_batches(method: Method, n_rows: int, memory: dict[str, torch.Tensor] |
       shuffle per pass; FACIL's itertools.cycle replays its first pass), and a step where either
       stream has only a partial batch is skipped, as the TBBN code skips batches != 64.
       A stream smaller than its batch size is one batch of all its rows.
+    - `mixed` (EEIL's class-balanced stage): one shuffled stream of `bs + minibatch_size` rows over
+      current and memory rows together, so every row is drawn equally often; each batch is split
+      back into its current and memory rows (a batch without current rows is skipped).
     """
     device = method.device
     if not method.memory_stream:
@@ -203,6 +208,11 @@ def epoch_batches(method: Method, n_rows: int, memory: dict[str, torch.Tensor] |
         size = min(cfg.bs + cfg.minibatch_size, n_rows)
         return [(b, None) for b in shuffled_stream(n_rows, size, -(-n_rows // size), device) if b is not None]
     n_mem = next(iter(memory.values())).shape[0]
+    if mixed:
+        n = n_rows + n_mem
+        size = min(cfg.bs + cfg.minibatch_size, n)
+        batches = [b for b in shuffled_stream(n, size, -(-n // size), device) if b is not None]
+        return [(b[b < n_rows], b[b >= n_rows] - n_rows) for b in batches if bool((b < n_rows).any())]
     n_c, n_m = min(cfg.bs, n_rows), min(cfg.minibatch_size, n_mem)
     length = max(-(-n_rows // n_c), -(-n_mem // n_m))
     pairs = zip(shuffled_stream(n_rows, n_c, length, device), shuffled_stream(n_mem, n_m, length, device))

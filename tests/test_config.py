@@ -21,6 +21,17 @@ def test_resolution_precedence_flag_over_best_args_over_protocol():
     assert cfg.trial_id() == cfg.replace(device="cpu", data_root="/elsewhere").trial_id()
 
 
+@pytest.mark.parametrize("dataset, model, buffer_size, lr, method_args", [
+    ("seq-cifar10", "derpp", 2000, 0.03, {"alpha": 0.1, "beta": 1.0}),
+    ("seq-miniimg", "derpp", 500, 0.1, {"alpha": 0.3, "beta": 0.8}),
+    ("seq-miniimg", "er_ace", 500, 0.1, {}),
+])
+def test_best_args_follow_the_adab2n_fork(dataset, model, buffer_size, lr, method_args):
+    """Issue 15 point 6: the AdaB2N fork's best_args.py values for its online protocol."""
+    cfg = TrialConfig(dataset=dataset, model=model, buffer_size=buffer_size).resolved()
+    assert cfg.lr == lr and cfg.method_args.items() >= method_args.items()
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(dataset="seq-nope"), "unknown dataset 'seq-nope'; choose one of: "),
     (dict(model="icarus"), "unknown model 'icarus'"),

@@ -28,3 +28,61 @@ def test_instance_norm_on_1x1_maps_is_a_clear_error(tmp_path, tiny_cfg):
 
     with pytest.raises(ConfigError, match=r"norm in needs more than one spatial position .* sees 1x1"):
         run_trial(tiny_cfg(norm="in"), tmp_path)   # 8 px images reach 1x1 in the last stage
+
+
+# ---- issue 15: the AdaB2N fork's ER-ACE, on a real method ------------------------------------
+def build(tiny_cfg, **kw):
+    import torch
+
+    from engine.trainer import build_trial
+    return build_trial(tiny_cfg(**kw).resolved(), torch.device("cpu"))
+
+
+def test_er_ace_replays_only_from_task_1(tiny_cfg):
+    data, method = build(tiny_cfg, model="er_ace")
+    x, y = data.tasks[0].x_train[:4], data.tasks[0].y_train[:4]
+    method.begin_task(0)
+    method.observe(x, y)
+    assert not method.buffer.is_empty() and method.compose(x, y).replay == []   # task 0, step 2
+    method.begin_task(1)
+    assert len(method.compose(x, y).replay) == 1
+
+
+@pytest.mark.parametrize("mask, last_class_allowed", [("fork", False), ("mammoth", True)])
+def test_er_ace_last_class_mask(tiny_cfg, mask, last_class_allowed):
+    import torch
+    import torch.nn.functional as F
+
+    from engine.methods.base import Batch
+    data, method = build(tiny_cfg, model="er_ace", method_args={"mask": mask})
+    C = data.n_classes
+    method.task, method.seen[:] = 4, True          # last task, class C-1 already seen
+    logits, y = torch.randn(2, C), torch.tensor([C - 2, C - 2])   # a batch without class C-1
+    batch = Batch(torch.zeros(2), y, torch.full_like(y, 4), 2, [], [])
+    keep = [C - 2, C - 1] if last_class_allowed else [C - 2]
+    expected = F.cross_entropy(logits[:, keep], torch.full_like(y, 0))
+    torch.testing.assert_close(method.loss(logits, batch), expected)
+
+
+def losses(tiny_cfg, model, lambd, tasks):
+    """Losses of real steps at the given tasks, AdaB2N with ada_t0=0 and weight `lambd`."""
+    import torch
+    torch.manual_seed(0)
+    data, method = build(tiny_cfg, model=model, norm="adab2n", norm_args={"ada_t0": 0, "lambd": lambd})
+    out = []
+    for task in tasks:
+        if task != method.task:
+            method.begin_task(task)
+        torch.manual_seed(1)
+        out.append(float(method.observe(data.tasks[task].x_train[:4], data.tasks[task].y_train[:4])))
+    return out
+
+
+@pytest.mark.parametrize("model, tasks, regularized", [
+    ("er_ace", [0, 0, 1], [False, False, True]),   # the fork: inside `if task > 0` (ada_t0 0 == 1)
+    ("der", [0, 0], [False, True]),               # the fork: once the buffer is non-empty
+    ("derpp", [0, 0], [False, True]),
+])
+def test_adab2n_regularizer_schedule_follows_the_fork(tiny_cfg, model, tasks, regularized):
+    plain, heavy = losses(tiny_cfg, model, 0.0, tasks), losses(tiny_cfg, model, 10.0, tasks)
+    assert [h != p for p, h in zip(plain, heavy)] == regularized

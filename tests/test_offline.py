@@ -66,9 +66,8 @@ def test_offline_method_runs_with_a_48_16_current_first_batch(tmp_path, layouts,
     later = [lay for lay, _, _ in layouts if lay.task == 1]
     assert first and later
     assert all(lay.n_memory == 0 for lay in first)                    # t = 0: current rows only
-    # t = 1: [48 current | 16 exemplars]; EEIL's balanced stage has 2 rows per new class (buffer 20 / 10)
-    current = {48, 10} if model == "eeil" else {48}
-    assert {lay.n_current for lay in later} == current
+    # t = 1: [48 current | 16 exemplars], EEIL's second stage too (TBBN's fork: the full current stream)
+    assert {lay.n_current for lay in later} == {48}
     for lay in later:
         assert lay.n_memory == 16
         assert (lay.task_ids[: lay.n_current] == 1).all() and (lay.task_ids[lay.n_current:] == 0).all()
@@ -113,7 +112,7 @@ def test_interrupted_offline_trial_resumes_with_memory_and_old_model(tmp_path, m
         run_trial(cfg, tmp_path / "cut", progress=crash)
     ckpt = load_checkpoint(tmp_path / "cut")
     assert ckpt["method"]["extra"]["old_net"] is not None                # the previous model is saved
-    assert ckpt["method"]["buffer"]["count"] == 14                       # herding: 20 // 7 seen classes = 2 each
+    assert ckpt["method"]["buffer"]["count"] == 21                       # herding: ceil(20 / 7 seen classes) = 3 each
     tasks = []
     resumed = run_trial(cfg, tmp_path / "cut", progress=lambda e: tasks.append(e["task"]))
     assert sorted(set(tasks)) == [2]
@@ -167,7 +166,28 @@ def test_eeil_adds_a_balanced_finetuning_stage(tmp_path):
     assert [s.name for s in method.stages(0, y)] == ["train"]
     main, balanced = method.stages(1, y)
     assert (balanced.epochs, balanced.lr) == (3, pytest.approx(cfg.lr * 0.1))
-    assert torch.bincount(y[balanced.rows])[5:].tolist() == [20 // 10] * 5   # buffer 20 / 10 seen classes
+    # issue 15 point 4: TBBN's fork trains the second stage on the full current stream (48 + 16)
+    assert balanced.rows is None and balanced.memory_rows is None and not balanced.mixed
+
+
+def test_eeil_ft_balanced_trains_on_a_class_balanced_set(tmp_path):
+    cfg = offline_cfg(model="eeil", method_args={"ft_balanced": True}).resolved()
+    dataset, method = build_trial(cfg, torch.device("cpu"))
+    method.begin_task(0)
+    method.end_task(0, dataset.tasks[0].x_train, dataset.tasks[0].y_train)   # herding: 4 per old class
+    y = dataset.tasks[1].y_train
+    method.begin_task(1, dataset.tasks[1].x_train, y)
+    stage = method.stages(1, y)[1]
+    memory = {k: v[stage.memory_rows] for k, v in method.replay_memory().items()}
+    labels = torch.cat([y[stage.rows], memory["y"]])
+    assert torch.bincount(labels).tolist() == [2] * 10   # ceil(20 / 10 seen classes) of every class
+    batches = epoch_batches(method, stage.rows.numel(), memory, cfg, stage.mixed)
+    drawn = torch.cat([torch.cat([y[stage.rows][c], memory["y"][m]]) for c, m in batches])
+    assert torch.bincount(drawn, minlength=10).tolist() == [2] * 10   # one stream: each row once an epoch
+    for norm in ("bn", "tbbn"):   # the mixed batches train end to end
+        result = run_trial(cfg.replace(norm=norm, method_args={"ft_balanced": True, "ft_epochs": 2}),
+                           tmp_path / norm)
+        assert all(torch.isfinite(torch.tensor(v)) for v in result["metrics"]["class_il"].values())
 
 
 def test_offline_defaults_and_checks():

@@ -62,13 +62,21 @@ def test_herding_buffer_keeps_an_even_share_per_class_and_survives_state_dict():
     buf = HerdingBuffer(7, 2, torch.device("cpu"))
     x = torch.arange(6, dtype=torch.uint8).view(6, 1, 1, 1).expand(6, 3, 2, 2).contiguous()
     buf.select({"x": x, "y": HAND_LABELS, "task": HAND_LABELS}, HAND_FEATS, n_classes=2)
-    assert len(buf) == 5 and buf.all()["y"].tolist() == [0, 0, 0, 1, 1]   # 7 // 2 = 3 per class
-    assert buf.all()["x"][:, 0, 0, 0].tolist() == [2, 3, 0, 1, 4]
+    assert len(buf) == 6 and buf.all()["y"].tolist() == [0, 0, 0, 0, 1, 1]   # ceil(7 / 2) = 4 per class
+    assert buf.all()["x"][:, 0, 0, 0].tolist() == [2, 3, 0, 5, 1, 4]
     copy = HerdingBuffer(7, 2, torch.device("cpu"))
     copy.load_state_dict(buf.state_dict())
     assert all(torch.equal(copy.all()[k], buf.all()[k]) for k in ("x", "y", "task"))
     with pytest.raises(TypeError):
         buf.add(0, x=x, y=HAND_LABELS)
+
+
+def test_herding_rounds_the_per_class_count_up_as_facil():
+    """Issue 15 point 5: 2000 exemplars over 30 seen classes keep 67 each (FACIL), not 66."""
+    buf = HerdingBuffer(2000, 3, torch.device("cpu"))
+    y = torch.arange(30).repeat_interleave(70)
+    buf.select({"x": torch.zeros(y.shape[0], 1, 1, 1, dtype=torch.uint8), "y": y}, torch.randn(y.shape[0], 4), 30)
+    assert torch.bincount(buf.all()["y"]).tolist() == [67] * 30 and len(buf) == 2010
 
 
 def test_class_balanced_pick_takes_the_asked_count_of_every_label():

@@ -2,9 +2,9 @@
 
 After each task the memory is rebuilt from the candidates (the task's training rows, then the
 stored exemplars of the old classes, FACIL's order): every seen class keeps
-`size // n_seen_classes` exemplars (fixed total, even split; FACIL rounds up and may overshoot
-the total, iCaRL's m = K / t rounds down: we round down so the memory never exceeds its size),
-chosen greedily so that the mean of the chosen L2-normalised features tracks the class mean.
+`ceil(size / n_seen_classes)` exemplars (even split, rounded up as FACIL's
+`exemplars_selection.py:45`, so the memory may hold a few more than `size`: 67 x 30 = 2010 of
+2000; iCaRL's m = K / t rounds down, not offered), chosen greedily so that the mean of the chosen L2-normalised features tracks the class mean.
 Old classes are re-selected among their stored exemplars with the current model (FACIL), which
 for a herding order computed once reduces to keeping a prefix (iCaRL's ReduceExemplarSet).
 
@@ -75,11 +75,12 @@ class HerdingBuffer(Buffer):
     @torch.no_grad()
     def select(self, candidates: dict[str, torch.Tensor], features: torch.Tensor, n_classes: int) -> None:
         """Rebuild the memory from `candidates` (fields of equal length, "y" = labels in
-        [0, n_classes)) and their features; every seen class gets `size // n_classes` slots."""
-        pick = herding_select(features, candidates["y"], n_classes, self.size // n_classes)
+        [0, n_classes)) and their features; every seen class gets `ceil(size / n_classes)` slots."""
+        pick = herding_select(features, candidates["y"], n_classes, -(-self.size // n_classes))
         n = int(pick.numel())
-        if not self.data:
-            self.data = {k: torch.zeros((self.size, *v.shape[1:]), dtype=v.dtype, device=self.device)
+        if not self.data or n > self.data["y"].shape[0]:   # rounding up may overshoot `size`
+            # the candidates hold every stored row, so the old storage can be dropped
+            self.data = {k: torch.zeros((max(self.size, n), *v.shape[1:]), dtype=v.dtype, device=self.device)
                          for k, v in candidates.items()}
         for key, value in candidates.items():
             self.data[key][:n] = value[pick].to(self.device)

@@ -59,6 +59,8 @@ class Stage:
     epochs: int
     lr: float
     rows: torch.Tensor | None = None
+    memory_rows: torch.Tensor | None = None   # which rows of the streamed memory (None: all)
+    mixed: bool = False   # one shuffled stream over current and memory rows, not bs + minibatch_size
 
 
 class Method:
@@ -71,6 +73,7 @@ class Method:
     trains_on_seen_tasks: ClassVar[bool] = False   # joint: every task's stream holds all seen data
     memory_stream: ClassVar[bool] = False  # replay rows come from the trainer's stream over a fixed memory
     needs_features: ClassVar[bool] = False  # loss reads batch.features (forward = head(features(x)))
+    aux_loss_needs_replay: ClassVar[bool] = False  # the norms' regularizer only on steps with replay
 
     def __init__(self, net: nn.Module, dataset, cfg, device: torch.device):
         self.net, self.data, self.cfg, self.device = net, dataset, cfg, device
@@ -80,7 +83,7 @@ class Method:
                        if self.uses_buffer else None)
         herding = getattr(self.buffer, "selects_at_task_end", False)
         if herding and cfg.buffer_size < dataset.n_classes:
-            raise ConfigError(f"buffer_mode herding keeps buffer_size // seen classes exemplars per class: "
+            raise ConfigError(f"buffer_mode herding keeps ceil(buffer_size / seen classes) exemplars per class: "
                               f"buffer_size={cfg.buffer_size} must be at least the {dataset.n_classes} classes "
                               f"of {dataset.name}")
         # the memory changes only at task end: herding always, and under the exemplar protocol
@@ -162,7 +165,9 @@ class Method:
             logits = self.net.head(batch.features)
         else:
             logits = self.net(batch.x)
-        loss = norms.add_aux_loss(self.net, self.loss(logits, batch))
+        loss = self.loss(logits, batch)
+        if batch.replay or not self.aux_loss_needs_replay:
+            loss = norms.add_aux_loss(self.net, loss)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -174,7 +179,7 @@ class Method:
         n_c = x.shape[0]
         if memory is not None:
             draws = [memory]
-        elif self.buffer is None or self.buffer.is_empty() or self.memory_stream:
+        elif self.buffer is None or self.buffer.is_empty() or self.memory_stream or not self.replays():
             draws = []
         else:
             draws = [self.buffer.sample(self.cfg.minibatch_size) for _ in range(self.replay_draws)]
@@ -185,6 +190,10 @@ class Method:
             slices.append(slice(start, start + d["y"].shape[0]))
             start = slices[-1].stop
         return Batch(self.data.augment(torch.cat(raw)), torch.cat(ys), torch.cat(tasks), n_c, draws, slices)
+
+    def replays(self) -> bool:
+        """Whether this step draws replay from a non-empty buffer (ER-ACE: only from task 1)."""
+        return True
 
     def store(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> None:
         self.buffer.add(self.task, x=x, y=y, task=torch.full_like(y, self.task))

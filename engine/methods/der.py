@@ -10,6 +10,7 @@ from engine.options import Option
 @REGISTRY.register("der")
 class Der(Method):
     OPTIONS = {"alpha": Option(float, 0.1, "weight of the logit-matching (MSE) term", low=0)}
+    aux_loss_needs_replay = True   # the AdaB2N fork (derpp_ada.py) adds it once the buffer is non-empty
 
     def loss(self, logits, batch):
         loss = F.cross_entropy(batch.current(logits), batch.current(batch.y))

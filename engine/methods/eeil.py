@@ -3,14 +3,15 @@
 loss = CE over the seen classes + lamb * sum over old tasks k of
        BCE(softmax(new_k / T), softmax(old_k / T))          (task-wise distillation, mean per task)
 Offline, every task t > 0 gets a second stage, the balanced finetuning: `ft_epochs` more epochs at
-lr * `ft_lr_factor` (fresh optimizer and schedule, its own best-epoch selection), with the current
-rows reduced to a random `buffer_size // seen classes` per new class (as many as an old class keeps
-in memory) when `ft_balanced`.
+lr * `ft_lr_factor` (fresh optimizer and schedule, its own best-epoch selection). By default it
+trains on the full current stream beside the memory, as TBBN's fork (its eeil.py builds the
+balanced loader but trains on the task's loader). `ft_balanced=true` trains on a truly
+class-balanced set instead: `ceil(buffer_size / seen classes)` random rows of every seen class
+(new rows and stored exemplars alike), in one shuffled stream (docs/fidelity.md).
 
 Quirks of the official code, not reproduced: FACIL's unbalanced stage distils only tasks 0..t-2
 (`range(t - 1)`), dropping the newest old task; here every old task is distilled in both stages, as
-in the paper. TBBN's fixed-batch EEIL builds the balanced subset but trains the second stage on the
-full current stream; `ft_balanced=false` gives that. The paper's temporary distillation of the new
+in the paper. The paper's temporary distillation of the new
 classes during the balanced stage is not in FACIL and not here. Gradient noise (off in TBBN) is not
 implemented.
 """
@@ -29,8 +30,8 @@ class Eeil(ExemplarMethod):
         "T": Option(float, 2.0, "distillation temperature", low=1e-6),
         "ft_epochs": Option(int, 40, "epochs of the balanced finetuning stage (offline, t > 0)", low=0),
         "ft_lr_factor": Option(float, 0.01, "learning-rate factor of the balanced stage (FACIL's default)", low=0),
-        "ft_balanced": Option(bool, True, "balanced stage on a class-balanced subset of the current rows "
-                                          "(false: all current rows, as TBBN's fixed-batch code)"),
+        "ft_balanced": Option(bool, False, "second stage on a class-balanced set of current rows and exemplars "
+                                           "(false: the full current stream, as TBBN's fork)"),
     }
     keeps_old_model = True
 
@@ -38,12 +39,15 @@ class Eeil(ExemplarMethod):
         stages = super().stages(task, y)
         if task == 0 or self.cfg.setting != "offline" or self.args["ft_epochs"] == 0:
             return stages   # online: a single pass, no second stage
-        rows = None
-        if self.args["ft_balanced"]:
-            per_class = self.cfg.buffer_size // self.data.task_offsets[task + 1]
-            n_take = torch.full((self.data.n_classes,), per_class, dtype=torch.long, device=y.device)
-            rows = class_balanced_pick(y, n_take)
-        return stages + [Stage("balanced", self.args["ft_epochs"], self.cfg.lr * self.args["ft_lr_factor"], rows)]
+        lr = self.cfg.lr * self.args["ft_lr_factor"]
+        if not self.args["ft_balanced"]:
+            return stages + [Stage("balanced", self.args["ft_epochs"], lr)]   # TBBN's fork: the task's stream
+        # every seen class as many rows as herding keeps per class after this task
+        per_class = -(-self.cfg.buffer_size // self.data.task_offsets[task + 1])
+        n_take = torch.full((self.data.n_classes,), per_class, dtype=torch.long, device=y.device)
+        memory_rows = class_balanced_pick(self.replay_memory()["y"], n_take)
+        return stages + [Stage("balanced", self.args["ft_epochs"], lr, class_balanced_pick(y, n_take),
+                               memory_rows, mixed=True)]
 
     def loss(self, logits, batch):
         loss = super().loss(logits, batch)

@@ -173,7 +173,8 @@ OPTIONS = {
     "lambd": Option(float, 0.1, low=0.0,
                     doc="weight of the regularizer mse(mu, running_mean) + mse(var, running_var); "
                         "paper grid 0.01, 0.1, 1, 10 (Mini-ImageNet 1e-5 .. 1e-2)"),
-    "ada_t0": Option(int, 0, low=0, doc="first task (0-based) whose loss includes the regularizer; grid 0, 1"),
+    "ada_t0": Option(int, 0, low=0, doc="first task (0-based) whose loss includes the regularizer; grid 0, 1 "
+                                       "(er_ace, der, derpp: also only on steps with replay, as the fork)"),
     "renormalize": Option(bool, False, doc="rescale row weights to sum to 1 when a task is absent from the "
                                            "batch (false = official: the absent task keeps its mass)"),
 }
