@@ -212,7 +212,15 @@ def epoch_batches(method: Method, n_rows: int, memory: dict[str, torch.Tensor] |
         n = n_rows + n_mem
         size = min(cfg.bs + cfg.minibatch_size, n)
         batches = [b for b in shuffled_stream(n, size, -(-n // size), device) if b is not None]
-        return [(b[b < n_rows], b[b >= n_rows] - n_rows) for b in batches if bool((b < n_rows).any())]
+        if not batches:
+            return []
+        # current rows first in each batch (a stable sort keeps both groups' order), then one
+        # host sync for every batch's split point, not a boolean-mask compaction per batch
+        rows = torch.stack(batches)
+        is_mem = rows >= n_rows
+        rows = rows.gather(1, torch.sort(is_mem.to(torch.int8), dim=1, stable=True).indices)
+        n_cur = (~is_mem).sum(1).tolist()
+        return [(b[:k], b[k:] - n_rows) for b, k in zip(rows, n_cur) if k]
     n_c, n_m = min(cfg.bs, n_rows), min(cfg.minibatch_size, n_mem)
     length = max(-(-n_rows // n_c), -(-n_mem // n_m))
     pairs = zip(shuffled_stream(n_rows, n_c, length, device), shuffled_stream(n_mem, n_m, length, device))

@@ -23,6 +23,11 @@ from engine.buffers.base import Buffer
 
 
 @torch.no_grad()
+def per_class_slots(size: int, n_classes: int) -> int:
+    """Exemplars each seen class keeps: ceil(size / classes), as FACIL (may overshoot `size`)."""
+    return -(-size // n_classes)
+
+
 def herding_select(features: torch.Tensor, labels: torch.Tensor, n_classes: int, per_class: int) -> torch.Tensor:
     """Indices into the candidates: class by class (ascending), each class's exemplars in greedy order.
 
@@ -76,7 +81,7 @@ class HerdingBuffer(Buffer):
     def select(self, candidates: dict[str, torch.Tensor], features: torch.Tensor, n_classes: int) -> None:
         """Rebuild the memory from `candidates` (fields of equal length, "y" = labels in
         [0, n_classes)) and their features; every seen class gets `ceil(size / n_classes)` slots."""
-        pick = herding_select(features, candidates["y"], n_classes, -(-self.size // n_classes))
+        pick = herding_select(features, candidates["y"], n_classes, per_class_slots(self.size, n_classes))
         n = int(pick.numel())
         if not self.data or n > self.data["y"].shape[0]:   # rounding up may overshoot `size`
             # the candidates hold every stored row, so the old storage can be dropped

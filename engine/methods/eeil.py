@@ -18,6 +18,7 @@ implemented.
 import torch
 import torch.nn.functional as F
 
+from engine.buffers.herding import per_class_slots
 from engine.methods import REGISTRY
 from engine.methods.base import ExemplarMethod, Stage, class_balanced_pick
 from engine.options import Option
@@ -43,7 +44,7 @@ class Eeil(ExemplarMethod):
         if not self.args["ft_balanced"]:
             return stages + [Stage("balanced", self.args["ft_epochs"], lr)]   # TBBN's fork: the task's stream
         # every seen class as many rows as herding keeps per class after this task
-        per_class = -(-self.cfg.buffer_size // self.data.task_offsets[task + 1])
+        per_class = per_class_slots(self.cfg.buffer_size, self.data.task_offsets[task + 1])
         n_take = torch.full((self.data.n_classes,), per_class, dtype=torch.long, device=y.device)
         memory_rows = class_balanced_pick(self.replay_memory()["y"], n_take)
         return stages + [Stage("balanced", self.args["ft_epochs"], lr, class_balanced_pick(y, n_take),
