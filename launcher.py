@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="other trial fields for every trial, '|' sweeps them, e.g. lr=0.03|0.1 n_tasks=5")
     o.add_argument("--data_root", default=S, help="where on-disk datasets live; the launcher makes them "
                                                 "ready there before Ray starts (default: data)")
+    o.add_argument("--deterministic", action="store_true", default=S,
+                   help="deterministic cuDNN and torch kernels where they exist (slower on GPUs; TF32 is "
+                        "always off); part of the trial id; CPU runs are reproducible without it")
     o.add_argument("--gpus_per_trial", type=NONNEGATIVE, default=S,
                    help="GPUs per trial; fractional packs trials on a GPU, e.g. 0.25 (default: 1 with GPUs, "
                         "else 0)")

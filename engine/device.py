@@ -86,6 +86,16 @@ def describe_device(device: torch.device) -> str:
     return "cpu"
 
 
+def device_uuid(device: torch.device) -> str | None:
+    """The GPU's UUID as NVML and CUDA_VISIBLE_DEVICES write it (GPU-...): the index alone
+    names another GPU under another CUDA_VISIBLE_DEVICES. None on the CPU."""
+    if device.type != "cuda":
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    uuid = str(torch.cuda.get_device_properties(index).uuid)
+    return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+
+
 def set_numerics(deterministic: bool) -> dict:
     """The numeric policy of one trial, set every trial (a reused worker may run both kinds),
     returned for result.json. TF32 is off in both: fp32 means fp32 on Ampere and newer too.

@@ -27,7 +27,7 @@ from engine import __version__, norms
 from engine.backbones import build_backbone
 from engine.config import TrialConfig
 from engine.datasets import ContinualDataset, build_dataset
-from engine.device import (describe_device, eval_chunk, place, resolve_device, restore_rng, rng_state,
+from engine.device import (describe_device, device_uuid, eval_chunk, place, resolve_device, restore_rng, rng_state,
                            set_numerics)
 from engine.errors import ConfigError, TrainingError
 from engine.methods import REGISTRY as METHODS
@@ -112,7 +112,7 @@ def run_trial(cfg: TrialConfig, out_dir: str | Path, progress: Progress | None =
         "acc_matrix": state.acc,
         "wall_time_s": round(state.wall_time_s, 3), "train_time_s": round(state.train_time_s, 3),
         "steps": state.steps, "steps_per_s": round(state.steps / max(state.train_time_s, 1e-9), 3),
-        "device": describe_device(device), "numerics": numerics,
+        "device": describe_device(device), "device_uuid": device_uuid(device), "numerics": numerics,
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "engine": __version__},
         "started_at": state.started_at,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

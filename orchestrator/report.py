@@ -55,7 +55,7 @@ OPTION_PREFIXES = {"norm_args": "norm.", "method_args": "method.", "data_args": 
 NOT_GROUPED = ("seed", "data_root")
 HEAD_COLUMNS = ("trial_id", "status", "dataset", "setting", "model", "buffer_mode", "buffer_size",
                 "norm", "norm_options", "device_kind")
-RUNTIME_COLUMNS = ("wall_time_s", "steps", "steps_per_s", "device", "run_name", "log_file",
+RUNTIME_COLUMNS = ("wall_time_s", "steps", "steps_per_s", "device", "device_uuid", "run_name", "log_file",
                    "error", "trial_dir")
 MISSING_COLUMNS = ("trial_id", "status", "error", "log_file", "dataset", "setting", "model",
                    "buffer_size", "norm", "norm_options", "seed", "trial_dir")
@@ -219,6 +219,7 @@ def read_trial(trial_dir: Path) -> dict[str, Any] | None:
         "norm_options": _options_label(config.get("norm_args")),
         "device_kind": kind,
         "device": result.get("device") if result else config.get("device"),
+        "device_uuid": result.get("device_uuid") if result else None,
         "run_name": planned.get("run_name"),
         "log_file": _first(planned.get("log_file"), failure_info.get("log_file"),
                            result and result.get("log_file")),

@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "data_args": {},
     "trial_args": {},
     "data_root": "data",
+    "deterministic": False,  # cuDNN/torch deterministic kernels (engine.device.set_numerics)
 }
 
 # run.py's get_buffers(), plus sizes for the datasets it did not have.
@@ -66,7 +67,7 @@ NAME_ABBREVIATIONS = {"ada_t0": "ada"}
 
 # Fields the grid itself sets; --trial_args may not set them (each has its own flag).
 GRID_FIELDS = ("dataset", "model", "norm", "seed", "buffer_size", "buffer_mode", "setting",
-               "epochs", "bs", "norm_args", "data_args", "device", "data_root")
+               "epochs", "bs", "norm_args", "data_args", "device", "data_root", "deterministic")
 ALL_DATASETS = "*"
 
 
@@ -86,6 +87,7 @@ class SweepSpec:
     data_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)     # dataset or "*" -> options
     trial_args: Mapping[str, tuple] = field(default_factory=dict)                # TrialConfig field -> values
     data_root: str = "data"
+    deterministic: bool = False
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,7 @@ def spec_from_flags(flags: Mapping[str, Any]) -> SweepSpec:
         data_args=parse_data_args(f["data_args"]),
         trial_args=parse_trial_args(f["trial_args"]),
         data_root=str(f["data_root"]),
+        deterministic=_bool("--deterministic", f["deterministic"]),
     )
 
 
@@ -237,7 +240,7 @@ def expand(spec: SweepSpec) -> list[PlannedTrial]:
                         dataset=dataset, model=model, norm=layer, seed=seed, buffer_size=buf,
                         buffer_mode=spec.buffer_mode, setting=spec.setting, epochs=spec.epochs,
                         bs=spec.bs, norm_args=point, data_args=data_args_for(spec, dataset_key),
-                        data_root=spec.data_root, **extras)).resolved()
+                        data_root=spec.data_root, deterministic=spec.deterministic, **extras)).resolved()
                     varying = [k for k in extras if len(spec.trial_args[k]) > 1]
                     trials.setdefault(cfg.trial_id(), PlannedTrial(
                         cfg.trial_id(), run_name(cfg, point, varying), cfg, wandb_name(cfg, point, varying)))
@@ -387,6 +390,12 @@ def _seeds(seeds: Any, num_seeds: Any) -> tuple[int, ...]:
             raise ConfigError("--seeds is empty; give at least one seed")
         return out
     return tuple(range(_int("--num_seeds", num_seeds, low=1)))
+
+
+def _bool(flag: str, value: Any) -> bool:
+    if not isinstance(value, bool):   # a preset's `deterministic: yes` is YAML's true; "no" would be text
+        raise ConfigError(f"{flag} {value!r}: expected true or false")
+    return value
 
 
 def _int(flag: str, value: Any, low: int) -> int:

@@ -55,3 +55,18 @@ def test_a_cuda_device_that_cannot_start_is_one_line_with_the_drivers_reason():
     text = str(refused.value)
     assert text.startswith("device='cuda' cannot be used: ") and "\n" not in text
     assert text != "device='cuda' cannot be used: no CUDA device is visible; use --device cpu or auto"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: the CPU's is None")
+def test_a_gpu_is_named_by_the_uuid_nvml_and_cuda_visible_devices_use():
+    from engine.device import device_uuid
+    import pynvml
+
+    uuid = device_uuid(torch.device("cuda:0"))
+    pynvml.nvmlInit()
+    try:
+        nvml = {pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(i))
+                for i in range(pynvml.nvmlDeviceGetCount())}
+    finally:
+        pynvml.nvmlShutdown()
+    assert uuid in {u.decode() if isinstance(u, bytes) else u for u in nvml}

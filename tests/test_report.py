@@ -381,10 +381,14 @@ def test_cpu_and_gpu_trials_of_one_config_are_never_averaged_together(tmp_path):
                 cfg, tid = trial_config(norm=norm, seed=seed), f"{norm}{seed}{kind}"
                 result = write_result(tmp_path / tid, tid, cfg, *fake_run(rng, 50 if kind == "cpu" else 80))
                 result["device"] = device[kind]
+                result["device_uuid"] = {"cpu": None, "cuda": f"GPU-{seed}1f2e3d-aaaa"}[kind]
                 (tmp_path / tid / "result.json").write_text(json.dumps(result))
     build_report(tmp_path)
     trials = pd.read_csv(tmp_path / "trials.csv")
     assert sorted(trials["device_kind"].unique()) == ["cpu", "cuda"]
+    gpu_rows = trials[trials["device_kind"] == "cuda"]
+    assert sorted(gpu_rows["device_uuid"]) == ["GPU-01f2e3d-aaaa"] * 2 + ["GPU-11f2e3d-aaaa"] * 2
+    assert trials[trials["device_kind"] == "cpu"]["device_uuid"].isna().all()
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert len(summary) == 4 and set(summary["n_seeds"]) == {2}          # (bn, tbbn) x (cpu, cuda)
     for (norm, kind), group in summary.groupby(["norm", "device_kind"]):

@@ -80,6 +80,8 @@ def test_seeds():
     (dict(buffer_mode="fifo"), "--buffer_mode 'fifo'"),
     (dict(setting="batch"), "--setting 'batch'"),
     (dict(trial_args=["seed=3"]), "set by its own flag"),
+    (dict(trial_args=["deterministic=true"]), r"set by its own flag \(--deterministic\)"),
+    (dict(deterministic="yes please"), "--deterministic 'yes please': expected true or false"),
     (dict(trial_args=["nope=3"]), "unknown trial field 'nope'"),
     (dict(trial_args=["lr=-1"]), "lr=-1 must be a positive"),
 ])
@@ -87,6 +89,13 @@ def test_bad_input_is_one_line_config_error(flags, message):
     with pytest.raises(ConfigError, match=message) as info:
         sweep.expand(spec(**flags))
     assert "\n" not in str(info.value)
+
+
+def test_deterministic_reaches_every_trial_and_gives_new_ids():
+    plain, det = sweep.expand(spec(num_seeds=2)), sweep.expand(spec(num_seeds=2, deterministic=True))
+    assert [t.config.deterministic for t in det] == [True, True]
+    assert not any(t.config.deterministic for t in plain)
+    assert not {t.trial_id for t in plain} & {t.trial_id for t in det}   # never mixed in one table
 
 
 def test_trial_args_sweep_and_name_the_varying_field():

@@ -142,6 +142,7 @@ def test_deterministic_is_recorded_changes_the_id_and_leaves_old_ids_alone(tmp_p
     assert det.resolved().trial_id() != plain.trial_id()
     result = run_trial(det, tmp_path / "det")
     assert result["numerics"] == {"deterministic": True, "tf32": False}
+    assert result["device"] == "cpu" and result["device_uuid"] is None
     assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
     result = run_trial(tiny_cfg(seed=2), tmp_path / "plain")   # a reused process: the policy is reset
     assert result["numerics"] == {"deterministic": False, "tf32": False}
