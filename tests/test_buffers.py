@@ -37,10 +37,35 @@ def test_reservoir_fills_in_order_then_keeps_size():
 
 
 def test_last_writer_wins_matches_sequential_rule():
-    items = torch.tensor([0, 1, 2, 3, 4])
-    slots = torch.tensor([2, 0, 2, 1, 0])
-    kept_items, kept_slots = last_writer_wins(items, slots, size=3)
-    assert dict(zip(kept_slots.tolist(), kept_items.tolist())) == {2: 2, 1: 3, 0: 4}
+    slots = torch.tensor([2, 0, 2, 1, 0, 3])            # 3 = size: an item the policy dropped
+    assert last_writer_wins(slots, size=3).tolist() == [3, 3, 2, 1, 0, 3]   # losers -> the spare row
+
+
+def test_a_batched_reservoir_add_equals_item_by_item_insertion_with_the_same_draws():
+    torch.manual_seed(3)
+    batched = fill("reservoir", 10, 1, 40, batch=7)        # batches that straddle the fill point
+    torch.manual_seed(3)
+    draws = torch.rand(40, dtype=torch.float64)           # the same stream of draws, one per item
+    slots = list(range(10))
+    for i in range(10, 40):                               # algorithm R, one item at a time
+        j = int(draws[i] * (i + 1))
+        if j < 10:
+            slots[j] = i
+    assert batched.data["y"][:10].tolist() == slots
+
+
+def test_an_add_has_no_data_dependent_shape_so_no_host_sync():
+    """On the meta device a tensor has no values: an op whose output size depends on them (a
+    boolean mask, nonzero, .item()) raises there. That is exactly what makes a GPU wait, so an add
+    that runs on meta runs on a GPU without a host sync."""
+    meta = torch.device("meta")
+    for mode in ("reservoir", "ring"):
+        buf = REGISTRY.get(mode)(20, 2, meta)
+        for start in (0, 10, 20, 30):
+            x = torch.empty(10, 3, 8, 8, dtype=torch.uint8, device=meta)
+            y = torch.empty(10, dtype=torch.long, device=meta)
+            buf.add(start // 20, x=x, y=y, logits=torch.empty(10, 5, device=meta))
+        assert buf.seen == 40 and len(buf) == 20 and buf.sample(10)["x"].shape == (10, 3, 8, 8)
 
 
 def test_ring_portions_are_fifo_per_task_and_sampling_sees_only_filled_slots():

@@ -3,6 +3,10 @@
 A policy only decides *which slot* each incoming item goes to (`_slots`); storage, sampling
 and checkpointing live here. Items are stored un-augmented (uint8 images stay uint8), with
 whatever fields the method stores (labels, task ids, logits...).
+
+An add never waits for the device: an item the policy drops is written to a spare row past the
+last slot (`size`) instead of being filtered out by a boolean mask, whose result size the host
+would have to read back (a sync per step on a GPU).
 """
 from __future__ import annotations
 
@@ -21,8 +25,9 @@ class Buffer:
         self._filled = torch.empty(0, dtype=torch.long, device=device)  # slot indices holding data
 
     # ---- policy -------------------------------------------------------------------------
-    def _slots(self, n: int, task: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """For n incoming items: (item indices kept, their slots); later items win ties."""
+    def _slots(self, n: int, task: int) -> torch.Tensor:
+        """For n incoming items, the slot each is written to: `size` (the spare row) for an item
+        not kept; a slot appears at most once (later items win ties: `last_writer_wins`)."""
         raise NotImplementedError
 
     def _filled_slots(self) -> torch.Tensor:
@@ -39,11 +44,13 @@ class Buffer:
     def add(self, task: int, /, **fields: torch.Tensor) -> None:
         n = next(iter(fields.values())).shape[0]
         if not self.data:
-            self.data = {k: torch.zeros((self.size, *v.shape[1:]), dtype=v.dtype, device=self.device)
+            self.data = {k: torch.zeros((self.size + 1, *v.shape[1:]), dtype=v.dtype, device=self.device)
                          for k, v in fields.items()}
-        items, slots = self._slots(n, task)
+        elif next(iter(self.data.values())).shape[0] == self.size:   # a checkpoint without the spare row
+            self.data = {k: torch.cat([v, v[:1]]) for k, v in self.data.items()}
+        slots = self._slots(n, task)
         for key, value in fields.items():
-            self.data[key][slots] = value[items].to(self.device)
+            self.data[key][slots] = value.to(self.device)
         self.seen += n
         self._filled = self._filled_slots()
 
@@ -73,10 +80,11 @@ class Buffer:
         pass
 
 
-def last_writer_wins(items: torch.Tensor, slots: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep, for every slot written more than once in a batch, only the latest item (the
-    sequential rule's outcome), so one vectorized write equals item-by-item insertion."""
-    winner = torch.full((size,), -1, dtype=items.dtype, device=items.device)
+def last_writer_wins(slots: torch.Tensor, size: int) -> torch.Tensor:
+    """For every slot written more than once in a batch, only the latest item keeps it (the
+    sequential rule's outcome); the others go to the spare row `size`, so one vectorized write
+    equals item-by-item insertion. `slots` may already hold `size` for dropped items."""
+    items = torch.arange(slots.numel(), device=slots.device)
+    winner = torch.full((size + 1,), -1, dtype=items.dtype, device=items.device)
     winner.scatter_reduce_(0, slots, items, reduce="amax")
-    keep = winner[slots] == items
-    return items[keep], slots[keep]
+    return torch.where(winner[slots] == items, slots, size)

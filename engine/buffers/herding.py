@@ -71,7 +71,7 @@ class HerdingBuffer(Buffer):
         super().__init__(size, n_tasks, device)
         self.count = 0                      # stored exemplars: slots [0, count)
 
-    def _slots(self, n: int, task: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _slots(self, n: int, task: int) -> torch.Tensor:
         raise TypeError("the herding memory is rebuilt at task end by select(); it takes no per-step add")
 
     def _filled_slots(self) -> torch.Tensor:

@@ -15,13 +15,11 @@ from engine.buffers.base import Buffer, last_writer_wins
 
 @REGISTRY.register("reservoir")
 class ReservoirBuffer(Buffer):
-    def _slots(self, n: int, task: int) -> tuple[torch.Tensor, torch.Tensor]:
-        items = torch.arange(n, device=self.device)
-        position = self.seen + items
+    def _slots(self, n: int, task: int) -> torch.Tensor:
+        position = self.seen + torch.arange(n, device=self.device)
         draw = (torch.rand(n, device=self.device, dtype=torch.float64) * (position + 1)).long()
-        slots = torch.where(position < self.size, position, draw)
-        kept = slots < self.size
-        return last_writer_wins(items[kept], slots[kept], self.size)
+        slots = torch.where(position < self.size, position, draw).clamp_(max=self.size)  # j >= size: dropped
+        return last_writer_wins(slots, self.size)
 
     def _filled_slots(self) -> torch.Tensor:
         return torch.arange(min(self.seen, self.size), device=self.device)

@@ -20,11 +20,10 @@ class RingBuffer(Buffer):
         self.portion = size // n_tasks
         self.written = [0] * n_tasks          # items written per task (host-side: no syncs)
 
-    def _slots(self, n: int, task: int) -> tuple[torch.Tensor, torch.Tensor]:
-        items = torch.arange(n, device=self.device)
-        slots = task * self.portion + (self.written[task] + items) % self.portion
+    def _slots(self, n: int, task: int) -> torch.Tensor:
+        slots = task * self.portion + (self.written[task] + torch.arange(n, device=self.device)) % self.portion
         self.written[task] += n
-        return last_writer_wins(items, slots, self.size)
+        return last_writer_wins(slots, self.size)
 
     def _filled_slots(self) -> torch.Tensor:
         return torch.cat([t * self.portion + torch.arange(min(w, self.portion), device=self.device)
