@@ -2,7 +2,9 @@
 import math
 
 import pytest
+import torch
 
+from engine.config import TrialConfig
 from engine.norms import REGISTRY as NORMS
 from engine.trainer import run_trial
 
@@ -86,3 +88,27 @@ def losses(tiny_cfg, model, lambd, tasks):
 def test_adab2n_regularizer_schedule_follows_the_fork(tiny_cfg, model, tasks, regularized):
     plain, heavy = losses(tiny_cfg, model, 0.0, tasks), losses(tiny_cfg, model, 10.0, tasks)
     assert [h != p for p, h in zip(plain, heavy)] == regularized
+
+
+@pytest.mark.parametrize("model", ["er", "er_ace", "der", "derpp"])
+def test_whole_online_steps_have_no_data_dependent_op_so_no_host_sync(model):
+    """On the meta device a tensor has no values, so an op whose result size or control flow
+    depends on them (boolean-mask indexing, nonzero, unique, .item()) raises: what runs there
+    never makes a GPU wait. Steps from the first through the replaying, TBBN-splitting and
+    AdaB2N-weighting tasks (issue 17, point 4)."""
+    from engine.datasets import REGISTRY as DATASETS, ContinualDataset
+    from engine.trainer import build_trial
+
+    meta = torch.device("meta")
+    options = {"n_classes": 10, "channels": 3, "image_size": 16, "train_per_class": 12, "test_per_class": 2}
+    for norm in ("bn", "tbbn", "adab2n"):
+        cfg = TrialConfig(dataset="seq-synth", data_args=options, model=model, norm=norm, n_tasks=5,
+                          buffer_size=40, device="cpu").resolved()
+        spec = DATASETS.get("seq-synth")
+        dataset = ContinualDataset(spec, spec.load(None, cfg.data_args), n_tasks=5, seed=0, device=meta)
+        _, method = build_trial(cfg, meta, dataset)
+        for task in range(5):
+            method.begin_task(task)
+            x, y = dataset.tasks[task].x_train, dataset.tasks[task].y_train
+            for start in range(0, 30, 10):
+                assert method.observe(x[start:start + 10], y[start:start + 10]).device == meta

@@ -26,12 +26,16 @@ def adab2n_weights(task_ids: torch.Tensor, task: int, theta: torch.Tensor, renor
     A task k <= t absent from the batch keeps its mass exp(theta_k) in pi (the official quirk), so
     the weights sum below 1 unless `renormalize`. Rows of a task above t get weight 0.
     """
-    # one-hot rows x tasks instead of scatter/index ops: deterministic on every device, gradients by matmul
-    tasks = torch.arange(theta.shape[0], device=theta.device)
-    one_hot = (task_ids[:, None] == tasks).to(theta.dtype)
-    counts = one_hot.sum(0)
-    alpha = torch.where(tasks <= task, theta.exp() + counts, torch.zeros_like(theta))
-    w = one_hot @ (alpha / alpha.sum() / counts.clamp_min(1))
+    layout = BatchLayout(n_current=0, task_ids=task_ids, task=task)
+    return layout_weights(layout, theta, renormalize)
+
+
+def layout_weights(layout: BatchLayout, theta: torch.Tensor, renormalize: bool) -> torch.Tensor:
+    # one-hot rows x tasks instead of scatter/index ops: deterministic on every device, gradients
+    # by matmul; the one-hot and counts are the layout's, shared by the layers of one forward
+    rows = layout.task_rows(theta.shape[0], theta.dtype)
+    alpha = torch.where(rows.seen, theta.exp() + rows.counts, torch.zeros_like(theta))
+    w = rows.one_hot @ (alpha / alpha.sum() / rows.counts.clamp_min(1))
     return w / w.sum() if renormalize else w
 
 
@@ -158,7 +162,7 @@ class AdaB2N(LayoutNorm):
     def _row_weights(self, x: torch.Tensor, layout: BatchLayout) -> torch.Tensor:
         if layout.task == 0:  # plain biased batch statistics
             return torch.full((x.shape[0],), 1.0 / x.shape[0], dtype=x.dtype, device=x.device)
-        return adab2n_weights(layout.task_ids, layout.task, self.theta, self.renormalize)
+        return layout_weights(layout, self.theta, self.renormalize)
 
 
 def make_adab2n(bn: nn.BatchNorm2d, ctx: NormContext, *, kappa: float, lambd: float, ada_t0: int,
