@@ -11,8 +11,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 SCHEMA = "normsweep.result/1"
 RESULT_FILE = "result.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -48,6 +46,8 @@ def read_result(out_dir: Path) -> dict | None:
 
 def save_checkpoint(out_dir: Path, state: dict) -> Path:
     path = Path(out_dir) / CHECKPOINT_FILE
+    import torch   # here, not above: the report reads result.json without torch
+
     atomic_write(path, lambda fh: torch.save(state, fh), mode="wb")
     return path
 
@@ -56,4 +56,6 @@ def load_checkpoint(out_dir: Path) -> dict | None:
     path = Path(out_dir) / CHECKPOINT_FILE
     if not path.exists():
         return None
+    import torch
+
     return torch.load(path, map_location="cpu", weights_only=False)

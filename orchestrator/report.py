@@ -35,9 +35,9 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from engine.results import SCHEMA
 from orchestrator import paired
 
-SCHEMA = "normsweep.result/1"
 SCENARIOS = ("class_il", "task_il")
 METRICS = ("faa", "caa", "ffm", "bwt")
 METRIC_COLUMNS = tuple(f"{s}_{m}" for s in SCENARIOS for m in METRICS)
@@ -141,9 +141,6 @@ def build_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *,
     if plots:
         write_plots(rep, keep_figures=keep_figures)
     return rep
-
-
-report = build_report  # the name the launcher calls: report(sweep_dir) -> Report
 
 
 def summary_text(report: Report, max_missing: int = 20) -> str:

@@ -396,3 +396,11 @@ def test_cpu_and_gpu_trials_of_one_config_are_never_averaged_together(tmp_path):
         assert group["class_il_faa_mean"].iloc[0] == pytest.approx(expected)
     table = pd.read_csv(tmp_path / "tables" / "seq-digits_online.csv")
     assert "device_kind" in table.columns and sorted(table["device_kind"]) == ["cpu", "cuda"]
+
+
+def test_the_report_has_one_result_schema_the_engines_and_needs_no_torch():
+    code = ("import sys, orchestrator.report as r, engine.results as e; "
+            "assert r.SCHEMA is e.SCHEMA; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False"
