@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="other trial fields for every trial, '|' sweeps them, e.g. lr=0.03|0.1 n_tasks=5")
     o.add_argument("--data_root", default=S, help="where on-disk datasets live; the launcher makes them "
                                                 "ready there before Ray starts (default: data)")
+    o.add_argument("--precision", default=S, metavar="fp32|bf16",
+                   help="bf16: every trial's training forward and loss under bf16 autocast (norm statistics, "
+                        "parameters and optimizer stay fp32); fast on GPUs and AMX/AVX-512-BF16 CPUs, slower "
+                        "on other CPUs (the launcher says so and asks); part of the trial id (default fp32)")
     o.add_argument("--deterministic", action="store_true", default=S,
                    help="deterministic cuDNN and torch kernels where they exist (slower on GPUs; TF32 is "
                         "always off); part of the trial id; CPU runs are reproducible without it")
@@ -190,6 +194,7 @@ def _run(plan: Plan, *, dry_run: bool, yes: bool, prepare_data: bool) -> int:
         print("\n".join(data_stage(t.config for t in plan.trials)))
         return 0
     check_builds(t.config for t in pending)   # what the engine would refuse, once per cause
+    slow = _slow_bf16_note(plan)
     if not dry_run and pending:
         data_stage(t.config for t in pending)
         plan.sweep_dir.check_writable()
@@ -198,6 +203,8 @@ def _run(plan: Plan, *, dry_run: bool, yes: bool, prepare_data: bool) -> int:
     print(f"Sweep '{plan.sweep_dir.name}' in {plan.sweep_dir.root}")
     print("\n".join(sweep.summarize_grid(plan.spec, plan.trials)))
     print(f"  {len(plan.done)} already finished, {len(pending)} to run")
+    if slow:
+        print(slow)
     if dry_run:
         for t in pending[:50]:
             print(f"    {t.trial_id}  {t.run_name}")
@@ -214,6 +221,24 @@ def _run(plan: Plan, *, dry_run: bool, yes: bool, prepare_data: bool) -> int:
         return 0
     plan.sweep_dir.root.mkdir(parents=True, exist_ok=True)  # the first write, once confirmed
     return _launch(pending, len(plan.done), plan.sweep_dir, plan.run)
+
+
+def _slow_bf16_note(plan: Plan) -> str | None:
+    """One line when bf16 trials would run on this CPU without bf16 hardware (slower than fp32).
+    GPUs are judged when Ray has them; here only the CPU the local trials would use."""
+    if plan.spec.precision != "bf16" or plan.run["address"] or plan.run["gpus_per_trial"] not in (None, 0):
+        return None
+    import torch
+
+    from engine.device import fast_bf16
+    from orchestrator import gpus
+
+    if plan.run["gpus_per_trial"] is None and gpus.probe(os.environ.get("CUDA_VISIBLE_DEVICES")).gpus:
+        return None
+    if fast_bf16(torch.device("cpu")):
+        return None
+    return ("note: --precision bf16 on this CPU (no AMX or AVX-512-BF16) is slower than fp32, not faster; "
+            "it still gives bf16 numerics")
 
 
 def _require_terminal() -> None:

@@ -22,7 +22,8 @@ the same-run reference (or baseline), and the floor's ratio to it says whether t
 reachable on this host at all. `--norm adab2n` runs every side with AdaB2N layers (the published
 reference only runs with those); the floor keeps BN.
 
-    python benchmarks/engine_throughput.py [--device cpu] [--norm bn|adab2n] [--reference PATH] [--no-baseline]
+    python benchmarks/engine_throughput.py [--device cpu] [--norm bn|tbbn|adab2n] [--reference PATH]
+                                           [--no-baseline] [--bf16]
 """
 from __future__ import annotations
 
@@ -43,16 +44,17 @@ DATA_ARGS = "n_classes=10,train_per_class=200,test_per_class=50,image_size=32,ch
 
 # The layers every side can run, as the engine's flags (benchmarks/adab2n_reference.py has the
 # reference's): AdaB2N with the settings of the reference's run.py grid point kappa 1, lambda 0.1.
-NORM_FLAGS = {"bn": ["--norm", "bn"],
+NORM_FLAGS = {"bn": ["--norm", "bn"], "tbbn": ["--norm", "tbbn"],
               "adab2n": ["--norm", "adab2n", "--norm_args", "kappa=1.0,lambd=0.1,ada_t0=0"]}
 
 
-def run_engine(device: str, norm: str) -> tuple[dict, float, float]:
+def run_engine(device: str, norm: str, precision: str = "fp32") -> tuple[dict, float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "engine", "--dataset", "seq-synth", "--data_args", DATA_ARGS,
                "--model", "derpp", "--buffer_size", "500", "--buffer_mode", "reservoir",
                "--bs", "10", "--minibatch_size", "10", "--backbone", "resnet18", "--lr", "0.03",
-               "--method_args", "alpha=0.1,beta=0.5", *NORM_FLAGS[norm], "--device", device, "--out", tmp]
+               "--method_args", "alpha=0.1,beta=0.5", *NORM_FLAGS[norm], "--device", device,
+               "--precision", precision, "--out", tmp]
         _, wall, peak_rss_mb = run_measured(cmd)
         return json.loads((Path(tmp) / "result.json").read_text()), wall, peak_rss_mb
 
@@ -84,8 +86,8 @@ def host() -> str:
     model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
                  platform.processor() or "unknown CPU")
     flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    isa = "avx512" if any(f.startswith("avx512") for f in flags) else "avx2" if "avx2" in flags else "?"
-    return f"{model} ({isa}), {os.cpu_count()} CPUs"
+    named = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16"))
+    return f"{model} ({named}), {os.cpu_count()} CPUs"
 
 
 def floor_process(steps: int, device: str) -> tuple[float, float]:
@@ -131,6 +133,9 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, metavar="PATH",
                         help="a checkout of github.com/lvyilin/AdaB2N to time in the same run (CPU)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the mammoth-style same-run baseline")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also run the engine with --precision bf16 and give its wall and train time as "
+                             "ratios to the fp32 engine's and to the fp32 floor (issue 17)")
     args = parser.parse_args()
     if args.reference is not None and args.device != "cpu":
         parser.error("--reference runs the reference on the CPU: compare it with --device cpu")
@@ -161,6 +166,13 @@ def main() -> None:
         print(f"mammoth-style baseline {base_wall:8.1f} s   engine/baseline wall: {wall / base_wall:.2f}  "
               f"({base_steps} steps; peak RSS {base_rss:.0f} MiB)")
     print(f"class-IL faa           {result['metrics']['class_il']['faa']:.2f}")
+    if args.bf16:
+        bf16, bf16_wall, bf16_rss = run_engine(args.device, args.norm, "bf16")
+        bt = bf16["train_time_s"]
+        print(f"bf16 engine wall       {bf16_wall:8.1f} s   bf16/fp32 engine wall: {bf16_wall / wall:.2f}  "
+              f"(target on AMX/AVX-512-BF16 hosts <= 0.55)")
+        print(f"bf16 engine train time {bt:8.1f} s   bf16/fp32 train: {bt / train:.2f}; bf16 train/fp32 floor: "
+              f"{bt / floor:.2f}; peak RSS {bf16_rss:.0f} MiB; class-IL faa {bf16['metrics']['class_il']['faa']:.2f}")
 
 
 def torch_threads() -> int:

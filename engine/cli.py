@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.config import BUFFER_MODES, SETTINGS, TrialConfig
+from engine.config import BUFFER_MODES, PRECISIONS, SETTINGS, TrialConfig
 from engine.errors import ConfigError, TrainingError
 from engine.options import parse_kv
 
@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_args", metavar="K=V,...", help="dataset options (seq-synth: image_size=32,...)")
     p.add_argument("--data_root", default="data", help="where on-disk datasets live")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--precision", choices=PRECISIONS, help="fp32 (default) or bf16: forward and loss under "
+                   "autocast; norm statistics, parameters and optimizer stay fp32")
     p.add_argument("--deterministic", action="store_true", default=None,
                    help="deterministic cuDNN/torch algorithms on a GPU (slower; TF32 is always off)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core); the "

@@ -22,6 +22,7 @@ import yaml
 from engine.errors import ConfigError
 
 SETTINGS = ("online", "offline")
+PRECISIONS = ("fp32", "bf16")
 BUFFER_MODES = ("reservoir", "ring", "herding")
 BEST_ARGS_PATH = Path(__file__).resolve().parents[1] / "configs" / "best_args.yaml"
 
@@ -38,7 +39,7 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
 # Fields that say where/how a trial runs, not what it computes: excluded from the trial id.
 RUNTIME_FIELDS = ("device", "data_root")
 # Fields added after trials were run: left out of the id at their default, so old ids stay.
-ID_WHEN_SET = {"deterministic": False}
+ID_WHEN_SET = {"deterministic": False, "precision": "fp32"}
 OPTION_FIELDS = ("norm_args", "method_args", "data_args")
 
 
@@ -69,6 +70,7 @@ class TrialConfig:
     device: str = "auto"                  # auto | cpu | cuda | cuda:N
     data_root: str = "data"
     deterministic: bool = False           # deterministic cuDNN/torch algorithms (engine/device.py)
+    precision: str = "fp32"               # bf16: forward and loss under autocast (engine/device.py)
 
     def __post_init__(self) -> None:
         if self.setting not in SETTINGS:
@@ -96,6 +98,8 @@ class TrialConfig:
             raise ConfigError(f"unknown device {self.device!r}; choose one of: auto, cpu, cuda, cuda:N")
         if not isinstance(self.deterministic, bool):
             raise ConfigError(f"deterministic={self.deterministic!r} must be true or false")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
         for name in OPTION_FIELDS:
             object.__setattr__(self, name, dict(getattr(self, name) or {}))
 

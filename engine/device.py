@@ -2,6 +2,7 @@
 whether the optimizer updates inside backward, and the chunk size of eval-mode forwards."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -69,6 +70,29 @@ def place(net: nn.Module, device: torch.device) -> nn.Module:
     """Move `net` to `device` in the memory format its convolutions are fastest in there; the
     convolutions then produce that format and the layers after them keep it."""
     return net.to(device=device, memory_format=MEMORY_FORMATS.get(device.type, torch.contiguous_format))
+
+
+def autocast(device: torch.device, precision: str):
+    """The training forward's numeric context: bf16 autocast, or nothing (fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 is faster than fp32 here: on a CPU only with AMX or AVX-512-BF16 (on AVX2-only
+    CPUs it is emulated and slower); on a GPU when the GPU has bf16 units (Ampere and newer)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return next((set(line.split(":", 1)[1].split()) for line in fh if line.startswith("flags")), set())
+    except OSError:   # not Linux: say nothing is there
+        return set()
 
 
 def update_in_backward(device: torch.device) -> bool:

@@ -70,7 +70,7 @@ def build_trial(cfg: TrialConfig, device: torch.device,
     dataset = dataset or build_dataset(cfg, device)
     net = build_backbone(cfg.backbone, dataset.input_shape[0], dataset.n_classes)
     norms.install(net, cfg.norm, n_tasks=dataset.n_tasks, setting=cfg.setting,
-                  input_shape=dataset.input_shape, **cfg.norm_args)
+                  input_shape=dataset.input_shape, precision=cfg.precision, **cfg.norm_args)
     place(net, device)
     return dataset, METHODS.get(cfg.model)(net, dataset, cfg, device)
 

@@ -3,7 +3,8 @@
 On a terminal the line is redrawn in place; otherwise (CI, `| tee`) it is printed every
 `every_s` seconds and whenever a trial ends. Failures and retries get a line each, naming the
 trial's log file. The ETA counts tasks finished in this run (a resumed trial's earlier tasks
-do not inflate the rate).
+do not inflate the rate). Every event costs O(1), whatever the sweep's size: the counts and
+the ETA's sums are kept up to date, not recomputed over all trials.
 """
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ class ProgressBoard:
                  every_s: float = 30.0):
         self.trials = {tid: TrialProgress(n) for tid, n in n_tasks.items()}
         self.already_done = already_done
+        self._counts = {"done": already_done, "running": 0, "failed": 0, "pending": len(self.trials)}
+        self._units_here = 0.0                                    # sum of units - base: this run's work
+        self._units_left = float(sum(n_tasks.values()))           # tasks left of running + pending trials
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self.every_s = every_s if not self.tty else 1.0
@@ -46,7 +50,7 @@ class ProgressBoard:
 
     # ---- events ---------------------------------------------------------------------------------
     def started_trial(self, tid: str) -> None:
-        self.trials[tid].state = "running"
+        self._set_state(self.trials[tid], "running")
         self.draw()
 
     def reported(self, tid: str, result: dict) -> None:
@@ -60,16 +64,17 @@ class ProgressBoard:
             units, first = done, done - 1
         if t.base is None:
             t.base = max(first, 0.0)
-        t.units = max(t.units, units)
+            self._units_here -= t.base
+        self._add_units(t, max(t.units, units))
         self.draw()
 
     def ended(self, tid: str, ok: bool, line: str | None = None) -> None:
         t = self.trials[tid]
-        t.state = "done" if ok else "failed"
         if ok:
-            t.units = float(t.n_tasks)
             if t.base is None:
                 t.base = 0.0
+            self._add_units(t, float(t.n_tasks))
+        self._set_state(t, "done" if ok else "failed")
         if line:
             self.event(line)
         # Off a terminal, print once the replacement trial has started (see tick), so the line
@@ -98,19 +103,28 @@ class ProgressBoard:
         self._drawn = False
 
     # ---- rendering ------------------------------------------------------------------------------
+    def _set_state(self, t: TrialProgress, state: str) -> None:
+        if t.state in ("running", "pending") and state in ("done", "failed"):
+            self._units_left -= t.n_tasks - t.units
+        self._counts[t.state] -= 1
+        self._counts[state] += 1
+        t.state = state
+
+    def _add_units(self, t: TrialProgress, units: float) -> None:
+        if t.base is not None:
+            self._units_here += units - t.units
+        if t.state in ("running", "pending"):
+            self._units_left -= units - t.units
+        t.units = units
+
     def counts(self) -> dict[str, int]:
-        out = {"done": self.already_done, "running": 0, "failed": 0, "pending": 0}
-        for t in self.trials.values():
-            out[t.state] += 1
-        return out
+        return dict(self._counts)
 
     def eta_s(self) -> float | None:
-        done_here = sum(t.units - t.base for t in self.trials.values() if t.base is not None)
-        left = sum(t.n_tasks - t.units for t in self.trials.values() if t.state in ("running", "pending"))
         elapsed = time.monotonic() - self.started
-        if done_here <= 0 or elapsed <= 0:
+        if self._units_here <= 0 or elapsed <= 0:
             return None
-        return left / (done_here / elapsed)
+        return max(self._units_left, 0.0) / (self._units_here / elapsed)
 
     def line(self) -> str:
         c = self.counts()

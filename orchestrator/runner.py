@@ -4,7 +4,14 @@ Resume is ours, not Tune's: every launch is a fresh Tune experiment over the tri
 directory has no finished result.json (the ledger), so adding seeds or layers to a named sweep
 runs only the new trials, and nothing finished runs twice. Within a launch Tune retries a
 crashed trial (FailureConfig), and the engine continues it from its last task-boundary
-checkpoint. Tune's own experiment folders live under <sweep>/_tune/ and are only bookkeeping.
+checkpoint in the trial directory. Tune's own experiment folders live under <sweep>/_tune/ and
+are only bookkeeping.
+
+Scale: the launcher's cost per trial must not grow with the sweep. So Tune gets the trials one
+at a time from a searcher with a constant-size saved state (PendingTrials), no trial checkpoint
+forces an experiment-state rewrite (none is handed to Tune), Tune writes its experiment state
+on its own adaptive period (~5% of the driver's time), and a long sweep runs as consecutive
+Tune experiments of `trials_per_tuner` trials, so what Tune holds per trial is freed.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from typing import Any, Iterator
 
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
+from ray.tune.search import Searcher
 
 from orchestrator.failfast import FailFast, Tripped, is_crash
 from orchestrator.ledger import SweepDir, clear_error, read_error, record_error
@@ -44,8 +52,13 @@ class RunOptions:
     wandb_project: str = "CL"
     reuse_actors: bool = True            # one process runs many trials: no interpreter start per trial
     fail_fast: int = 3                   # stop after this many trials fail the same way (0: never)
-    tune_checkpoints: bool = True        # hand each task-boundary checkpoint to Tune (retries on any node)
     progress_every_s: float = 30.0
+    # Trials per Tune experiment (0: max(1000, 50 x the trials the cluster runs at once)). Tune
+    # keeps every trial it has made in memory (~100 KB each: its metrics' running statistics,
+    # its JSON state) until the experiment ends; a long sweep runs as consecutive experiments so
+    # the launcher's memory stays bounded. The cost: at each boundary the last trials finish
+    # while the next experiment starts (~1/100 of a slot's time per boundary at the default).
+    trials_per_tuner: int = 0
 
 
 @dataclass
@@ -78,7 +91,6 @@ def payload(trial: PlannedTrial, sweep: SweepDir, opts: RunOptions) -> dict[str,
         "out_dir": str(sweep.trial_dir(trial.trial_id)), "sweep_dir": str(sweep.root),
         "log_file": log_file_for(trial, sweep, opts.logdir),
         "cpus": opts.cpus_per_trial, "gpus": opts.gpus_per_trial, "coldsecs": opts.coldsecs,
-        "tune_checkpoints": opts.tune_checkpoints,
         "wandb": tracking.run_settings(opts.wandb_mode, opts.wandb_project, trial.config.dataset, sweep.name,
                                        trial.wandb_name or trial.run_name, trial.trial_id, sweep.wandb),
     }
@@ -90,7 +102,7 @@ def run_sweep(trials: list[PlannedTrial], sweep: SweepDir, opts: RunOptions, alr
     from orchestrator.trainable import train_one
 
     outcome = SweepOutcome()
-    sweep.prune_tune_checkpoints()
+    sweep.prune_tune_checkpoints()   # left by versions that handed checkpoints to Tune
     if not trials:
         return outcome
     payloads = [payload(t, sweep, opts) for t in trials]
@@ -100,22 +112,18 @@ def run_sweep(trials: list[PlannedTrial], sweep: SweepDir, opts: RunOptions, alr
                           already_done=already_done, stream=board_stream, every_s=opts.progress_every_s)
     stopper = FailFast(opts.fail_fast)
     callback = _SweepCallback(board, outcome, stopper)
-    tuner = tune.Tuner(
-        tune.with_resources(train_one, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}),
-        param_space={"trial": tune.grid_search(payloads)},
-        tune_config=tune.TuneConfig(reuse_actors=opts.reuse_actors,
-                                    trial_name_creator=lambda t: t.config["trial"]["run_name"],
-                                    trial_dirname_creator=lambda t: t.config["trial"]["trial_id"]),
-        run_config=tune.RunConfig(
-            name=time.strftime("run-%Y%m%d-%H%M%S"), storage_path=str(sweep.tune), verbose=0, stop=stopper,
-            failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[callback, JsonLoggerCallback()]),  # JSON: Tune's own per-trial history
-    )
+    slots = _slots(opts)
+    per_tuner = opts.trials_per_tuner or max(1000, 50 * slots)
+    stamp = time.strftime("run-%Y%m%d-%H%M%S")
     t0 = time.monotonic()
     try:
-        with _env(TUNE_ENV), _tune_logs_to(sweep.tune / "driver.log"):
-            tuner.fit()
+        with _env({**TUNE_ENV, "TUNE_MAX_PENDING_TRIALS_PG": str(slots + 2)}), \
+                _tune_logs_to(sweep.tune / "driver.log"):
+            for k, start in enumerate(range(0, len(payloads), per_tuner)):
+                if stopper.tripped:
+                    break
+                name = stamp if per_tuner >= len(payloads) else f"{stamp}-{k + 1:03d}"
+                _tuner(train_one, payloads[start:start + per_tuner], name, sweep, opts, stopper, callback).fit()
     except KeyboardInterrupt:
         outcome.interrupted = True
     finally:
@@ -125,6 +133,62 @@ def run_sweep(trials: list[PlannedTrial], sweep: SweepDir, opts: RunOptions, alr
     _reconcile(trials, sweep, outcome)
     sweep.prune_tune_checkpoints()
     return outcome
+
+
+def _tuner(trainable, payloads: list[dict[str, Any]], name: str, sweep: SweepDir, opts: RunOptions,
+           stopper: FailFast, callback: "_SweepCallback") -> tune.Tuner:
+    return tune.Tuner(
+        tune.with_resources(trainable, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}),
+        tune_config=tune.TuneConfig(search_alg=PendingTrials(payloads), num_samples=len(payloads),
+                                    reuse_actors=opts.reuse_actors,
+                                    trial_name_creator=lambda t: t.config["trial"]["run_name"],
+                                    trial_dirname_creator=lambda t: t.config["trial"]["trial_id"]),
+        run_config=tune.RunConfig(
+            name=name, storage_path=str(sweep.tune), verbose=0, stop=stopper,
+            failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+            callbacks=[callback, JsonLoggerCallback()]),  # JSON: Tune's own per-trial history
+    )
+
+
+class PendingTrials(Searcher):
+    """Hands Tune the pending trials one at a time, in plan order.
+
+    A `grid_search` over the payloads would do the same, but Tune saves its search state with
+    every experiment checkpoint, and a grid's state is the whole grid: O(trials) per checkpoint,
+    O(trials^2) per sweep. Resume is the ledger's job, so this searcher's saved state is only
+    a count. Tune keeps at most `TUNE_MAX_PENDING_TRIALS_PG` trials waiting for resources
+    (a searcher's default is 1; run_sweep allows one per free slot and two more).
+    """
+
+    def __init__(self, payloads: list[dict[str, Any]]):
+        super().__init__()
+        self.payloads, self.handed_out = payloads, 0
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str:
+        if self.handed_out >= len(self.payloads):
+            return Searcher.FINISHED
+        self.handed_out += 1
+        return {"trial": self.payloads[self.handed_out - 1]}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass
+
+    def save(self, checkpoint_path: str) -> None:
+        Path(checkpoint_path).write_text(f'{{"handed_out": {self.handed_out}}}')
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass  # never called: every launch is a fresh experiment over the ledger's pending trials
+
+
+def _slots(opts: RunOptions) -> int:
+    """Trials the cluster runs at once (as Ray counts it, at the time of the call)."""
+    import ray
+
+    have = ray.cluster_resources()
+    slots = have.get("CPU", 1.0) / max(opts.cpus_per_trial, 1e-3)
+    if opts.gpus_per_trial > 0:
+        slots = min(slots, have.get("GPU", 0.0) / opts.gpus_per_trial)
+    return max(1, int(slots))
 
 
 def _reconcile(trials: list[PlannedTrial], sweep: SweepDir, outcome: SweepOutcome) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from engine.config import BUFFER_MODES, SETTINGS, TrialConfig
+from engine.config import BUFFER_MODES, PRECISIONS, SETTINGS, TrialConfig
 from engine.errors import ConfigError
 from engine.options import parse_kv
 
@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "trial_args": {},
     "data_root": "data",
     "deterministic": False,  # cuDNN/torch deterministic kernels (engine.device.set_numerics)
+    "precision": "fp32",     # bf16: the training forward under autocast (engine.device.autocast)
 }
 
 # run.py's get_buffers(), plus sizes for the datasets it did not have.
@@ -67,7 +68,8 @@ NAME_ABBREVIATIONS = {"ada_t0": "ada"}
 
 # Fields the grid itself sets; --trial_args may not set them (each has its own flag).
 GRID_FIELDS = ("dataset", "model", "norm", "seed", "buffer_size", "buffer_mode", "setting",
-               "epochs", "bs", "norm_args", "data_args", "device", "data_root", "deterministic")
+               "epochs", "bs", "norm_args", "data_args", "device", "data_root", "deterministic",
+               "precision")
 ALL_DATASETS = "*"
 
 
@@ -88,6 +90,7 @@ class SweepSpec:
     trial_args: Mapping[str, tuple] = field(default_factory=dict)                # TrialConfig field -> values
     data_root: str = "data"
     deterministic: bool = False
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,7 @@ def spec_from_flags(flags: Mapping[str, Any]) -> SweepSpec:
         trial_args=parse_trial_args(f["trial_args"]),
         data_root=str(f["data_root"]),
         deterministic=_bool("--deterministic", f["deterministic"]),
+        precision=_choice("--precision", f["precision"], PRECISIONS),
     )
 
 
@@ -240,7 +244,8 @@ def expand(spec: SweepSpec) -> list[PlannedTrial]:
                         dataset=dataset, model=model, norm=layer, seed=seed, buffer_size=buf,
                         buffer_mode=spec.buffer_mode, setting=spec.setting, epochs=spec.epochs,
                         bs=spec.bs, norm_args=point, data_args=data_args_for(spec, dataset_key),
-                        data_root=spec.data_root, deterministic=spec.deterministic, **extras)).resolved()
+                        data_root=spec.data_root, deterministic=spec.deterministic,
+                        precision=spec.precision, **extras)).resolved()
                     varying = [k for k in extras if len(spec.trial_args[k]) > 1]
                     trials.setdefault(cfg.trial_id(), PlannedTrial(
                         cfg.trial_id(), run_name(cfg, point, varying), cfg, wandb_name(cfg, point, varying)))
@@ -390,6 +395,12 @@ def _seeds(seeds: Any, num_seeds: Any) -> tuple[int, ...]:
             raise ConfigError("--seeds is empty; give at least one seed")
         return out
     return tuple(range(_int("--num_seeds", num_seeds, low=1)))
+
+
+def _choice(flag: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{flag} {value!r}; choose one of: {', '.join(choices)}")
+    return value
 
 
 def _bool(flag: str, value: Any) -> bool:

@@ -1,9 +1,11 @@
 """The function Ray Tune runs for one trial: engine trial -> `tune.report` after every task.
 
 `config["trial"]` is plain data built by the runner (resolved engine config, paths, W&B
-settings). The engine resumes by itself from `<out_dir>/checkpoint.pt`; every task-boundary
-report also hands that checkpoint to Tune, so a retried trial whose directory lost it (another
-node, a wiped scratch disk) gets it back from Tune's storage and continues rather than restarts.
+settings). The engine resumes by itself from `<out_dir>/checkpoint.pt`, written at every task
+boundary; the trial directory is on storage every node sees (the launcher checks it), so a
+retry on any node continues from there. The checkpoint is not handed to Tune as well: with
+`CheckpointConfig(num_to_keep)` every such report forces a full rewrite of Tune's experiment
+state, O(trials) per task and O(trials^2) per sweep (benchmarks/RESULTS.md, issue 20).
 
 Failures: a non-finite loss (TrainingError) or a config the engine rejects is deterministic:
 the trial records error.json and ends *without raising*, so Tune does not retry it. Anything
@@ -14,22 +16,19 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import fcntl
-import json
 import logging
 import os
-import shutil
 import socket
 import sys
-import tempfile
 import time
 import traceback
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
+from engine.results import CHECKPOINT_FILE
 from orchestrator.ledger import clear_error, record_error
 
-CKPT_NAME = "checkpoint.pt"
 EPOCH_REPORT_EVERY_S = 10.0
 
 
@@ -41,8 +40,6 @@ def train_one(config: dict[str, Any]) -> None:
     if trial["gpus"] == 0:  # belt and braces with RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=1
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     with _trial_log(trial["log_file"]) as log, _exclusive(out_dir, log):
-        for stale in out_dir.glob(".tune_ckpt_*"):  # left by a process killed while reporting
-            shutil.rmtree(stale, ignore_errors=True)
         _cold_start_gate(trial, log)
         _run(trial, out_dir, log)
 
@@ -68,7 +65,7 @@ def _run(trial: dict[str, Any], out_dir: Path, log: TextIO) -> None:
         config["device"] = "cuda" if trial["gpus"] > 0 else "cpu"
     cfg = TrialConfig.from_dict(config)
     n_tasks = cfg.n_tasks
-    resumed = _restore_from_tune(out_dir, say)
+    resumed = "resuming from its checkpoint" if (out_dir / CHECKPOINT_FILE).exists() else "from the start"
     say(f"start: pid {os.getpid()} on {socket.gethostname()}, "
         f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')!r}, {resumed}")
     say("same trial by hand: " + engine_command(trial["config"], out_dir, threads))
@@ -88,10 +85,7 @@ def _run(trial: dict[str, Any], out_dir: Path, log: TextIO) -> None:
                        "task_il_acc": event["task_il_acc"], "steps": event["steps"],
                        "trial_time_s": event["wall_time_s"], "status": "running"}
             wandb_run.log({k_: v for k_, v in metrics.items() if isinstance(v, (int, float))}, step=k)
-            if trial.get("tune_checkpoints", True):
-                _report_with_checkpoint(tune, metrics, Path(event["checkpoint"]))
-            else:
-                tune.report(metrics)
+            tune.report(metrics)
         elif event["event"] == "epoch_end" and time.monotonic() - last_epoch_report[0] > EPOCH_REPORT_EVERY_S:
             last_epoch_report[0] = time.monotonic()
             tune.report({**where, "task": event["task"] + 1, "tasks_done": event["task"],
@@ -155,38 +149,6 @@ def engine_command(config: dict[str, Any], out_dir: Path, threads: int) -> str:
                 continue
         parts.append(f"--{key} {value}")
     return " ".join(parts + [f"--threads {threads}", f"--out {out_dir}"])
-
-
-# ---- checkpoints through Tune -------------------------------------------------------------------
-
-def _report_with_checkpoint(tune, metrics: dict[str, Any], ckpt: Path) -> None:
-    # A hard link in a temp dir beside the checkpoint: no copy until Tune persists it.
-    with tempfile.TemporaryDirectory(dir=ckpt.parent, prefix=".tune_ckpt_") as tmp:
-        try:
-            os.link(ckpt, Path(tmp) / CKPT_NAME)
-        except OSError:
-            shutil.copy2(ckpt, Path(tmp) / CKPT_NAME)
-        (Path(tmp) / "progress.json").write_text(json.dumps({"tasks_done": metrics["tasks_done"]}))
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
-
-
-def _restore_from_tune(out_dir: Path, say) -> str:
-    """Put Tune's last checkpoint back when the trial directory lacks one; say where we start."""
-    from ray import tune
-    from engine.results import read_result
-
-    local = out_dir / CKPT_NAME
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        return "resuming from its checkpoint" if local.exists() else "from the start"
-    with checkpoint.as_directory() as d:
-        done = json.loads((Path(d) / "progress.json").read_text()).get("tasks_done", "?")
-        if not local.exists() and read_result(out_dir) is None:
-            tmp = out_dir / f".{CKPT_NAME}.restore"
-            shutil.copy2(Path(d) / CKPT_NAME, tmp)
-            os.replace(tmp, local)
-            say(f"restored the checkpoint after task {done} from Tune's storage")
-    return f"retry: resuming after task {done}"
 
 
 # ---- process plumbing -----------------------------------------------------------------------

@@ -348,3 +348,28 @@ def test_gradcheck_adab2n(fmt):
     with torch.no_grad():
         layer.theta.copy_(0.3 * rand(4, seed=4))
     _gradcheck_layer(layer, rand(9, 3, 2, 2).contiguous(memory_format=fmt), layout(4, [3] * 4 + [0, 2, 2, 0, 2], 3), ["weight", "bias", "theta"])
+
+
+@pytest.mark.parametrize("name", ["tbbn", "adab2n"])
+def test_under_bf16_autocast_a_layer_keeps_its_statistics_in_fp32(name):
+    """bf16 trials: 50 training steps whose input arrives in bf16 (as a bf16 convolution hands it
+    on) leave the running stats within 1e-3 of the fp32 run's; the layer computes in fp32
+    (norms.InFp32), without which these layers would not even run on bf16 input."""
+    from engine import norms
+
+    stats = {}
+    for precision in ("fp32", "bf16"):
+        net = nn.Sequential(nn.BatchNorm2d(16))
+        norms.install(net, name, n_tasks=5, setting="online", input_shape=(16, 8, 8), precision=precision)
+        net.train()
+        g = torch.Generator().manual_seed(1)
+        for _ in range(50):
+            x = torch.randn(30, 16, 8, 8, generator=g) * 2 + 0.5
+            norms.set_layout(net, BatchLayout(10, torch.tensor([4] * 10 + [0] * 10 + [2] * 10), 4))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                out = net(x if precision == "fp32" else x.bfloat16())
+            out.float().sum().backward()
+        buffers = dict(net.named_buffers())
+        assert all(b.dtype != torch.bfloat16 for b in buffers.values())
+        stats[precision] = torch.cat([b for n, b in buffers.items() if n.endswith(("running_mean", "running_var"))])
+    assert (stats["bf16"] - stats["fp32"]).abs().max() < 1e-3

@@ -75,6 +75,13 @@ def test_fractional_gpus_pack_four_trials_per_gpu_and_wandb_runs_offline(ray_clu
         assert planned["run_name"] == t.run_name and planned["config"] == t.config.to_dict()
         assert Path(planned["log_file"]).name == f"{t.run_name}.txt"
         assert (sd.trial_dir(t.trial_id) / "result.json").exists()
+    # Tune saves its search state with every experiment checkpoint: it must not be the grid
+    # (O(trials) per checkpoint, O(trials^2) per sweep; a grid_search's basic-variant-state is).
+    (run,) = sd.tune.glob("run-*")
+    search_state = [f for f in run.iterdir() if f.name.startswith(("searcher-state", "search_gen_state",
+                                                                    "basic-variant-state"))]
+    assert search_state and not [f.name for f in search_state
+                                 if any(t.trial_id.encode() in f.read_bytes() for t in trials)]
 
 
 def test_a_trial_given_a_gpu_it_cannot_use_fails_once_in_one_line(ray_cluster, tmp_path):
@@ -136,14 +143,25 @@ def test_trial_killed_mid_run_is_retried_from_its_checkpoint(ray_cluster, tmp_pa
     starts = log_starts(log_file)
     assert len(starts) == 2 and int(starts[0]) == killed["pid"], log
     after_retry = log[log.index(f"start: pid {starts[1]}"):]
-    # From Tune's checkpoint ("retry: resuming after task k"), or from the trial folder's own
-    # when the kill came before Tune had persisted the first one ("resuming from its checkpoint").
-    assert "resuming" in after_retry.splitlines()[0], log
+    assert "resuming from its checkpoint" in after_retry.splitlines()[0], log   # the trial folder's
     first_task = int(re.search(r"task (\d+)/5:", after_retry).group(1))
     assert first_task >= 2, f"the retried trial restarted from task 1:\n{log}"
     result = json.loads((sd.trial_dir(t.trial_id) / "result.json").read_text())
     assert len(result["acc_matrix"]["class_il"]) == 5
-    assert not list(sd.tune.glob("*/*/checkpoint_*"))                   # pruned once finished
+    assert not list(sd.tune.glob("*/*/checkpoint_*"))     # none handed to Tune (issue 20)
+
+
+def test_tune_checkpoints_an_older_version_left_are_pruned_for_finished_trials_only(ray_cluster, tmp_path):
+    """Versions before issue 20 handed every task checkpoint to Tune; a killed launch left them."""
+    done, pending = plan(seeds=[11]), plan(seeds=[12])
+    sd = SweepDir(tmp_path, "legacy")
+    legacy = {}
+    for t in (done[0], pending[0]):
+        legacy[t.trial_id] = sd.tune / "run-20261201-000000" / t.trial_id / "checkpoint_000002"
+        legacy[t.trial_id].mkdir(parents=True)
+        (legacy[t.trial_id] / "checkpoint.pt").write_bytes(b"old")
+    assert run_sweep(done, sd, RunOptions(cpus_per_trial=1)).finished == [done[0].trial_id]
+    assert not legacy[done[0].trial_id].exists() and legacy[pending[0].trial_id].exists()
 
 
 
@@ -168,10 +186,22 @@ def test_engine_refuses_a_thread_count_below_one():
     assert run.returncode == 2 and run.stderr.strip() == "error: --threads must be >= 1, got 0"
 
 
+def test_a_long_sweep_runs_as_consecutive_tune_experiments_each_trial_once(ray_cluster, tmp_path):
+    trials = plan(num_seeds=5)
+    sd = SweepDir(tmp_path, "batches")
+    out = run_sweep(trials, sd, RunOptions(cpus_per_trial=1, trials_per_tuner=2))
+    assert sorted(out.finished) == sorted(t.trial_id for t in trials) and not out.failed
+    runs = sorted(sd.tune.glob("run-*"))
+    assert [r.name[-4:] for r in runs] == ["-001", "-002", "-003"]
+    assert sorted(d.name for r in runs for d in r.iterdir() if d.is_dir()) == sorted(t.trial_id for t in trials)
+    assert all(len(log_starts(sd.planned(t.trial_id)["log_file"])) == 1 for t in trials)
+
+
 def test_identical_config_errors_stop_the_sweep_and_leave_the_rest_pending(ray_cluster, tmp_path):
     trials = plan(num_seeds=8, trial_args=["nc_first_task=999"])
     sd = SweepDir(tmp_path, "broken")
-    out = run_sweep(trials, sd, RunOptions(cpus_per_trial=1, fail_fast=2, wandb_mode="disabled"))
+    out = run_sweep(trials, sd, RunOptions(cpus_per_trial=1, fail_fast=2, wandb_mode="disabled",
+                                           trials_per_tuner=3))   # the stop holds across experiments
     assert out.stopped is not None and out.stopped.count == 2 and "nc_first_task" in out.stopped.error
     assert not out.finished and 2 <= len(out.failed) < 8
     assert out.not_started == 8 - len(out.failed)

@@ -82,6 +82,8 @@ def test_seeds():
     (dict(trial_args=["seed=3"]), "set by its own flag"),
     (dict(trial_args=["deterministic=true"]), r"set by its own flag \(--deterministic\)"),
     (dict(deterministic="yes please"), "--deterministic 'yes please': expected true or false"),
+    (dict(precision="fp16"), "--precision 'fp16'; choose one of: fp32, bf16"),
+    (dict(trial_args=["precision=bf16"]), r"set by its own flag \(--precision\)"),
     (dict(trial_args=["nope=3"]), "unknown trial field 'nope'"),
     (dict(trial_args=["lr=-1"]), "lr=-1 must be a positive"),
 ])
@@ -91,11 +93,12 @@ def test_bad_input_is_one_line_config_error(flags, message):
     assert "\n" not in str(info.value)
 
 
-def test_deterministic_reaches_every_trial_and_gives_new_ids():
-    plain, det = sweep.expand(spec(num_seeds=2)), sweep.expand(spec(num_seeds=2, deterministic=True))
-    assert [t.config.deterministic for t in det] == [True, True]
-    assert not any(t.config.deterministic for t in plain)
-    assert not {t.trial_id for t in plain} & {t.trial_id for t in det}   # never mixed in one table
+@pytest.mark.parametrize("flag, value", [("deterministic", True), ("precision", "bf16")])
+def test_numerics_flags_reach_every_trial_and_give_new_ids(flag, value):
+    plain, other = sweep.expand(spec(num_seeds=2)), sweep.expand(spec(num_seeds=2, **{flag: value}))
+    assert [getattr(t.config, flag) for t in other] == [value, value]
+    assert all(getattr(t.config, flag) != value for t in plain)
+    assert not {t.trial_id for t in plain} & {t.trial_id for t in other}   # never mixed in one table
 
 
 def test_trial_args_sweep_and_name_the_varying_field():
@@ -179,6 +182,38 @@ def test_summary_counts_axes():
 
 
 # ---- progress line ----------------------------------------------------------------------------
+
+def test_progress_sums_kept_per_event_equal_a_recount_over_every_trial():
+    """The board keeps its counts and ETA sums per event (O(1): 5000-trial sweeps); after any
+    mix of starts, resumed and in-task reports, retries and ends they equal a full recount."""
+    import random
+
+    rng = random.Random(0)
+    board = ProgressBoard({f"t{i}": rng.choice([2, 5, 10]) for i in range(60)}, already_done=7,
+                          stream=io.StringIO(), every_s=1e9)
+    for _ in range(400):
+        tid = f"t{rng.randrange(60)}"
+        t = board.trials[tid]
+        if t.state in ("done", "failed"):
+            continue
+        event = rng.choice(["start", "task", "epoch", "ok", "fail"])
+        if event == "start":
+            board.started_trial(tid)
+        elif event == "task":
+            board.reported(tid, {"tasks_done": rng.randint(1, t.n_tasks)})
+        elif event == "epoch":
+            board.reported(tid, {"tasks_done": rng.randrange(t.n_tasks), "epoch": 1, "epochs": 3})
+        else:
+            board.ended(tid, ok=event == "ok")
+        trials = board.trials.values()
+        recount = {"done": 7, "running": 0, "failed": 0, "pending": 0}
+        for x in trials:
+            recount[x.state] += 1
+        assert board.counts() == recount
+        here = sum(x.units - x.base for x in trials if x.base is not None)
+        left = sum(x.n_tasks - x.units for x in trials if x.state in ("running", "pending"))
+        assert board._units_here == pytest.approx(here) and board._units_left == pytest.approx(left)
+
 
 def test_progress_counts_and_eta_use_work_done_in_this_run():
     out = io.StringIO()

@@ -1,6 +1,7 @@
 """End-to-end engine behaviour on tiny real workloads: resume, determinism, every method."""
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -135,7 +136,8 @@ def test_deterministic_is_recorded_changes_the_id_and_leaves_old_ids_alone(tmp_p
     import hashlib, json as _json
     from engine.config import RUNTIME_FIELDS
     plain = tiny_cfg().resolved()
-    old_payload = {k: v for k, v in plain.to_dict().items() if k not in RUNTIME_FIELDS + ("deterministic",)}
+    old_payload = {k: v for k, v in plain.to_dict().items()
+                   if k not in RUNTIME_FIELDS + ("deterministic", "precision")}
     assert plain.trial_id() == hashlib.sha1(_json.dumps(old_payload, sort_keys=True, default=str)
                                             .encode()).hexdigest()[:12]          # ids from before the field
     det = tiny_cfg(deterministic=True)
@@ -149,3 +151,24 @@ def test_deterministic_is_recorded_changes_the_id_and_leaves_old_ids_alone(tmp_p
     assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cuda.matmul.allow_tf32
     with pytest.raises(ConfigError, match="deterministic='yes' must be true or false"):
         tiny_cfg(deterministic="yes")
+
+
+@pytest.mark.parametrize("norm", ["bn", "tbbn", "adab2n", "brn", "cn", "gn", "in", "ln"])
+def test_a_bf16_trial_runs_every_layer_is_recorded_and_gets_its_own_id(tmp_path, tiny_cfg, norm):
+    from engine.norms import InFp32
+
+    from conftest import TINY_SYNTH
+
+    data = {**TINY_SYNTH, "image_size": 16}                            # IN needs maps larger than 1x1
+    fp32 = tiny_cfg(norm=norm, model="derpp", data_args=data)
+    bf16 = tiny_cfg(norm=norm, model="derpp", data_args=data, precision="bf16")
+    assert bf16.resolved().trial_id() != fp32.resolved().trial_id()
+    result = run_trial(bf16, tmp_path)
+    assert result["config"]["precision"] == "bf16"
+    assert all(math.isfinite(v) for v in result["metrics"]["class_il"].values())
+    from engine.trainer import build_trial
+    _, method = build_trial(bf16.resolved(), torch.device("cpu"))
+    wrapped = [m for m in method.net.modules() if isinstance(m, InFp32)]
+    assert (len(wrapped) == 0) == (norm == "bn")                      # BN's own kernel keeps fp32 stats
+    with pytest.raises(ConfigError, match="precision='fp16'; choose one of: fp32, bf16"):
+        tiny_cfg(precision="fp16")

@@ -29,7 +29,7 @@ from torch import nn
 
 from engine import buffers, norms
 from engine.backbones.heads import TaskLinear
-from engine.device import eval_chunk, update_in_backward
+from engine.device import autocast, eval_chunk, update_in_backward
 from engine.errors import ConfigError
 from engine.norms import BatchLayout
 from engine.optim import SGD
@@ -160,14 +160,15 @@ class Method:
         self.net.train()
         batch = self.compose(x, y, memory)
         norms.set_layout(self.net, BatchLayout(batch.n_current, batch.task_ids, self.task))
-        if self.needs_features:
-            batch.features = self.net.features(batch.x)
-            logits = self.net.head(batch.features)
-        else:
-            logits = self.net(batch.x)
-        loss = self.loss(logits, batch)
-        if batch.replay or not self.aux_loss_needs_replay:
-            loss = norms.add_aux_loss(self.net, loss)
+        with autocast(self.device, self.cfg.precision):   # fp32: a no-op
+            if self.needs_features:
+                batch.features = self.net.features(batch.x)
+                logits = self.net.head(batch.features)
+            else:
+                logits = self.net(batch.x)
+            loss = self.loss(logits, batch)
+            if batch.replay or not self.aux_loss_needs_replay:
+                loss = norms.add_aux_loss(self.net, loss)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

@@ -49,15 +49,32 @@ def resolve_options(name: str, given: Mapping[str, Any], setting: str = "online"
     return _resolve(f"norm {REGISTRY.canonical(name)}", family.options, merged)
 
 
+class InFp32(nn.Module):
+    """A layer that computes in fp32 under autocast (bf16 trials): its statistics, running
+    buffers and weights (AdaB2N's mixture, TBBN's block sums) would lose bits in bf16. The next
+    convolution casts the output back. BN itself needs no wrapper: its kernel accumulates in fp32."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_autocast_enabled(x.device.type):
+            return self.layer(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return self.layer(x.float())
+
+
 def install(net: nn.Module, name: str, *, n_tasks: int, setting: str, input_shape: tuple[int, ...],
-            **options: Any) -> nn.Module:
+            precision: str = "fp32", **options: Any) -> nn.Module:
     """Replace every BatchNorm2d of `net` (in place) by the layer `name`; returns `net`."""
     family = REGISTRY.get(name)
     opts = resolve_options(name, options, setting)
     shapes = _probe_bn_inputs(net, input_shape) if family.needs_shapes else {}
     for qualname, old in [(n, m) for n, m in net.named_modules() if isinstance(m, nn.BatchNorm2d)]:
         ctx = NormContext(n_tasks=n_tasks, setting=setting, feature_shapes=shapes, name=qualname)
-        _set_submodule(net, qualname, family.make(old, ctx, **opts))
+        layer = family.make(old, ctx, **opts)
+        _set_submodule(net, qualname, InFp32(layer) if precision != "fp32" and name != "bn" else layer)
     hooked = [m for m in net.modules() if any(hasattr(m, h) for h in _HOOK_METHODS)]
     object.__setattr__(net, HOOKS_ATTR, hooked)  # plain attribute: not a registered submodule list
     return net
