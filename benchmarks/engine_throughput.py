@@ -85,7 +85,10 @@ def host() -> str:
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
                  platform.processor() or "unknown CPU")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    sys.path.insert(0, str(ROOT))
+    from engine.device import cpu_flags   # the engine's own reading, the one --precision bf16 trusts
+
+    flags = cpu_flags()
     named = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16"))
     return f"{model} ({named}), {os.cpu_count()} CPUs"
 
