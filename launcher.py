@@ -34,10 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "with it when it differs (default: this one)")
     g.add_argument("--coldsecs", type=NONNEGATIVE, default=S, help="minimum seconds between two trial starts "
                                                              "(default 0: Ray places trials; run.py: 15)")
-    g.add_argument("--waitsecs", type=POSITIVE, default=S, help="seconds between GPU probes while every GPU is "
-                                                             "busy (default 25)")
-    g.add_argument("--usage_threshold", type=FRACTION, default=S, help="a GPU is idle when its memory used "
-                                                                    "fraction and utilization are below this (default 0.3)")
+    g.add_argument("--waitsecs", type=POSITIVE, default=S, help="seconds between GPU probes during the sweep: "
+                                                             "a GPU others make busy gets no new trials (default 25)")
+    g.add_argument("--usage_threshold", type=FRACTION, default=S, help="a GPU is idle when the memory fraction others "
+                                                                    "use and its utilization are below this (default 0.3)")
     g.add_argument("--logdir", default=S, help="one log file per trial, named after its run "
                                                "(default: <results_dir>/<name>/_logs)")
     g.add_argument("--models", nargs="+", default=S, help="CL methods (default: derpp er_ace)")
@@ -279,8 +279,9 @@ def _launch(pending, n_done: int, sweep_dir, run: dict) -> int:
                 print(tracking.sync_hint(sweep_dir.wandb))
             print(f"Running {len(pending)} trials ({run['cpus_per_trial']:g} CPU, {gpus_per_trial:g} GPU each; "
                   f"{info.nodes} node(s)); logs in {Path(runner.log_file_for(pending[0], sweep_dir, run['logdir'])).parent}")
+            pool = cluster.gpu_pool(info, opts, gpus_per_trial, say=print)
             outcome = runner.run_sweep(pending, sweep_dir, runner.RunOptions(
-                cpus_per_trial=run["cpus_per_trial"], gpus_per_trial=gpus_per_trial,
+                cpus_per_trial=run["cpus_per_trial"], gpus_per_trial=gpus_per_trial, gpu_pool=pool,
                 max_failures=run["max_failures"], fail_fast=run["fail_fast"], coldsecs=run["coldsecs"], logdir=run["logdir"],
                 wandb_mode=wandb_mode, wandb_project=run["wandb_project"]), already_done=n_done)
     except ConfigError as exc:

@@ -78,21 +78,24 @@ def host_syncs(tmp: Path) -> None:
 
 def placement_and_packing(n_trials: int, tmp: Path) -> None:
     from orchestrator import sweep
-    from orchestrator.cluster import ClusterOptions, session
+    from orchestrator.cluster import ClusterOptions, gpu_pool, session
     from orchestrator.ledger import SweepDir
     from orchestrator.runner import RunOptions, run_sweep
 
-    with session(ClusterOptions(), say=print) as info:
+    opts = ClusterOptions()
+    with session(opts, say=print) as info:
         if not info.gpus:
-            print("  skipped: NVML found no idle GPU")
+            print("  skipped: NVML found no GPU")
             return
-        for share in (1.0, 0.5, 0.25, 0.125):
+        for share in (1.0, 0.5, 0.25, 0.125):   # placed as the launcher places them: by the GPU pool
             trials = sweep.expand(sweep.spec_from_flags(dict(
                 datasets=["seq-synth"], models=["derpp"], methods=["bn"], seeds=list(range(n_trials)),
                 buffer_sizes=[200], data_args={"seq-synth": CIFAR_LIKE})))
-            out = run_sweep(trials, SweepDir(tmp, f"pack{share}"),
-                            RunOptions(cpus_per_trial=1, gpus_per_trial=share),
-                            board_stream=open(os.devnull, "w"))
+            with open(os.devnull, "w") as quiet:
+                out = run_sweep(trials, SweepDir(tmp, f"pack{share}"),
+                                RunOptions(cpus_per_trial=1, gpus_per_trial=share,
+                                           gpu_pool=gpu_pool(info, opts, share, say=print)),
+                                board_stream=quiet)
             seen = [out.last_results[t.trial_id].get("cuda_visible_devices", "") for t in trials]
             on_one_gpu = all(s and "," not in s for s in seen)
             print(f"  {share:g} GPU per trial: {len(out.finished)}/{n_trials} finished in {out.makespan_s:.1f} s "

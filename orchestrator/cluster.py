@@ -1,7 +1,9 @@
 """The Ray instance a sweep runs on: a local one sized for this machine, or an existing cluster.
 
-Local (default): idle GPUs are chosen with NVML *before* `ray.init`, and Ray is started with only
-those visible; no GPU or no NVML -> CPUs only, said once. The dashboard binds 127.0.0.1.
+Local (default): the GPUs the user allows are read with NVML *before* `ray.init` (GPUs this torch
+build cannot run are refused), and Ray is started with those visible, each also a custom resource
+of its own; a GpuPool then follows their load while the sweep runs. No GPU or no NVML -> CPUs
+only, said once. The dashboard binds 127.0.0.1.
 `--address host:port`: join that cluster; our code is shipped to its nodes as the job's
 working_dir, and the results directory must be on a filesystem every node sees (checked).
 """
@@ -20,6 +22,7 @@ from typing import Callable, Iterator
 from engine.datasets.download import NO_DOWNLOAD_ENV
 from engine.errors import ConfigError
 from orchestrator import gpus
+from orchestrator.gpu_pool import GpuPool, our_pids, resource_name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Trials that ask for 0 GPUs must see none (Ray >= 2.48 leaves CUDA_VISIBLE_DEVICES alone);
@@ -52,6 +55,7 @@ class ClusterInfo:
     max_node_gpus: float
     nodes: int
     notes: list[str] = field(default_factory=list)
+    local_gpus: list[gpus.GpuStatus] = field(default_factory=list)   # a local start's GPUs, as read
 
 
 def check_address(address: str) -> None:
@@ -99,17 +103,19 @@ def session(opts: ClusterOptions, say: Say) -> Iterator[ClusterInfo]:
 def start_local(opts: ClusterOptions, say: Say) -> ClusterInfo:
     import ray
 
-    notes = []
+    notes, chosen, per_gpu = [], [], {}
     if opts.num_gpus is not None:
         n_gpus = opts.num_gpus
     else:
-        chosen, why = choose_gpus(opts, say) if opts.want_gpus else ([], "--gpus_per_trial 0")
+        chosen, why = choose_gpus() if opts.want_gpus else ([], "--gpus_per_trial 0")
         if chosen:
             # NVML numbers GPUs in PCI bus order; CUDA (and so Ray) get them by UUID, which no
-            # device order can confuse, and hand each trial its own.
+            # device order can confuse. Busy ones are in too: the pool holds them back until idle.
             os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(g.uuid for g in chosen)
-            notes.append("GPUs: using idle " + ", ".join(f"{g.label} ({g.uuid})" for g in chosen))
+            per_gpu = {resource_name(g.uuid): 1.0 for g in chosen}
+            notes.append(f"GPUs: {', '.join(f'{g.label} ({g.uuid})' for g in chosen)}; re-read every "
+                         f"{opts.waitsecs:g} s: a GPU others make busy gets no new trials until idle again")
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
             notes.append(f"no GPU to use ({why}): running trials on CPUs")
@@ -120,26 +126,38 @@ def start_local(opts: ClusterOptions, say: Say) -> ClusterInfo:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     # Workers import engine/ and orchestrator/ from this checkout, wherever the launcher runs.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    ctx = ray.init(address="local", num_cpus=opts.num_cpus, num_gpus=n_gpus,
+    ctx = ray.init(address="local", num_cpus=opts.num_cpus, num_gpus=n_gpus, resources=per_gpu,
                    object_store_memory=object_store_bytes(), include_dashboard=True,
                    dashboard_host=opts.dashboard_host, dashboard_port=opts.dashboard_port,
                    log_to_driver=False, logging_level="WARNING")
     info = describe(ray, owned=True, address=ctx.address_info.get("gcs_address", "local"),
                     dashboard=ctx.dashboard_url)
-    info.notes = notes + info.notes
+    info.notes, info.local_gpus = notes + info.notes, chosen
     return info
 
 
-def choose_gpus(opts: ClusterOptions, say: Say) -> tuple[list[gpus.GpuStatus], str | None]:
-    """The idle GPUs among those the user's CUDA_VISIBLE_DEVICES allows (waiting while all are
-    busy), after refusing GPUs this torch build cannot run (ConfigError: before Ray starts)."""
+def choose_gpus() -> tuple[list[gpus.GpuStatus], str | None]:
+    """The GPUs the user's CUDA_VISIBLE_DEVICES allows, busy or not, after refusing GPUs this
+    torch build cannot run (ConfigError: before Ray starts); ([], why) when there are none."""
     import torch
 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")   # indices read in nvidia-smi's (PCI bus) order
-    why = gpus.check_runnable(gpus.probe(visible), torch.cuda.get_arch_list(), torch.version.cuda)
+    reading = gpus.probe(visible)
+    why = gpus.check_runnable(reading, torch.cuda.get_arch_list(), torch.version.cuda)
     if why:
         raise ConfigError(why)
-    return gpus.wait_for_idle(opts.usage_threshold, opts.waitsecs, say, probe_fn=lambda: gpus.probe(visible))
+    return reading.gpus, reading.why_none
+
+
+def gpu_pool(info: ClusterInfo, opts: ClusterOptions, gpus_per_trial: float, say: Say) -> GpuPool | None:
+    """The pool that places a local sweep's trials on its GPUs (None: Ray's count decides)."""
+    if not info.local_gpus or not 0 < gpus_per_trial <= 1:
+        return None
+    uuids = ",".join(g.uuid for g in info.local_gpus)   # CUDA_VISIBLE_DEVICES is ours by now
+    pool = GpuPool(info.local_gpus, per_gpu=int(1 / gpus_per_trial + 1e-9), threshold=opts.usage_threshold,
+                   waitsecs=opts.waitsecs, probe=lambda: gpus.probe(uuids, ours=our_pids()), say=say)
+    pool.refresh(force=True)   # says now which GPUs start held back
+    return pool
 
 
 def join(opts: ClusterOptions, say: Say) -> ClusterInfo:

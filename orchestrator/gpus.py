@@ -1,11 +1,13 @@
 """Which GPUs a sweep may use and which are idle, read from NVML (package nvidia-ml-py, module pynvml).
 
-Ray counts GPUs but does not see other users' load, so the launcher picks idle GPUs here and
-starts Ray with only those visible (CUDA_VISIBLE_DEVICES, by UUID).
+Ray counts GPUs but does not see other users' load, so the launcher reads it here: before Ray
+starts (which GPUs to give Ray, by UUID) and while the sweep runs (gpu_pool.py: which GPU gets
+the next trial).
 - The user's own CUDA_VISIBLE_DEVICES (indices in PCI bus order, or UUIDs and their prefixes, as
   CUDA takes them) limits the GPUs considered at all.
-- A GPU is idle when both its memory used fraction and its utilization are below the threshold
-  (run.py looked at memory only; a GPU at 100% utilization with little memory is not idle).
+- A GPU is idle when both the fraction of its memory others use and its utilization are below
+  the threshold (run.py looked at memory only; a GPU at 100% utilization with little memory is
+  not idle). Our own processes' memory is told apart by pid (busy_why).
   Where NVML cannot report utilization (MIG instances, some boards), memory alone decides, and
   the GPU says so in its description: a GPU is never dropped because one query is unsupported.
 - A GPU in MIG mode is used through its MIG instances, each a device of its own (its MIG UUID).
@@ -14,9 +16,8 @@ starts Ray with only those visible (CUDA_VISIBLE_DEVICES, by UUID).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Container, Iterable
 
 from engine.device import has_kernels
 
@@ -27,11 +28,18 @@ class GpuStatus:
     name: str
     memory_used: float                # fraction of total memory in use
     utilization: float | None         # fraction of time a kernel ran; None: NVML cannot tell
-    processes: int                    # compute processes running on it
+    processes: int                    # compute processes running on it (ours included)
     uuid: str = ""                    # GPU-... or MIG-...: what CUDA_VISIBLE_DEVICES names
     capability: tuple[int, int] | None = None   # CUDA compute capability (major, minor)
     mig: int | None = None            # MIG instance number on its GPU, None for a whole GPU
     memory_total: int = 0             # bytes
+    ours_memory: float = 0.0          # fraction of total memory held by our own processes
+    our_processes: int = 0            # of `processes`, those of this launcher's process tree
+
+    @property
+    def foreign_memory(self) -> float:
+        """Memory used by others (other users, other jobs): what makes a GPU busy for us."""
+        return max(self.memory_used - self.ours_memory, 0.0)
 
     @property
     def label(self) -> str:
@@ -51,9 +59,10 @@ class Probe:
     driver_cuda: tuple[int, int] | None = None     # highest CUDA version the driver supports
 
 
-def probe(visible: str | None = None) -> Probe:
+def probe(visible: str | None = None, ours: Container[int] = ()) -> Probe:
     """Every GPU NVML sees (MIG instances in place of their GPU), limited to `visible`
-    (the user's CUDA_VISIBLE_DEVICES; None: no limit)."""
+    (the user's CUDA_VISIBLE_DEVICES; None: no limit). `ours`: the pids of our own processes
+    (Ray workers), whose memory is told apart from others'."""
     try:
         import pynvml
     except ImportError:
@@ -69,10 +78,10 @@ def probe(visible: str | None = None) -> Probe:
             cap = tuple(pynvml.nvmlDeviceGetCudaComputeCapability(h))
             instances = _mig_instances(pynvml, h)
             if instances is None:
-                out.append(_status(pynvml, h, i, _text(pynvml.nvmlDeviceGetName(h)), cap, None))
+                out.append(_status(pynvml, h, i, _text(pynvml.nvmlDeviceGetName(h)), cap, None, ours))
             else:
                 name = _text(pynvml.nvmlDeviceGetName(h))
-                out += [_status(pynvml, m, i, name, cap, k) for k, m in instances]
+                out += [_status(pynvml, m, i, name, cap, k, ours) for k, m in instances]
         cuda = pynvml.nvmlSystemGetCudaDriverVersion()
         chosen = select_visible(out, visible)
         return Probe(chosen, None if chosen else _why_empty(out, visible), (cuda // 1000, cuda % 1000 // 10))
@@ -82,19 +91,24 @@ def probe(visible: str | None = None) -> Probe:
         pynvml.nvmlShutdown()
 
 
-def _status(pynvml, handle, index: int, name: str, cap, mig: int | None) -> GpuStatus:
+def _status(pynvml, handle, index: int, name: str, cap, mig: int | None, ours: Container[int]) -> GpuStatus:
     mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
+    total = max(mem.total, 1)
     try:
         util: float | None = pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0
     except pynvml.NVMLError:   # MIG instances and some boards: not supported
         util = None
     try:
-        procs = len(pynvml.nvmlDeviceGetComputeRunningProcesses(handle))
+        procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
     except pynvml.NVMLError:
-        procs = 0
-    return GpuStatus(index, name, mem.used / max(mem.total, 1), util, procs,
+        procs = []
+    mine = [p for p in procs if p.pid in ours]
+    # usedGpuMemory is None where NVML cannot tell (some containers): counted as others'
+    ours_used = sum(p.usedGpuMemory or 0 for p in mine)
+    return GpuStatus(index, name, mem.used / total, util, len(procs),
                      uuid=_text(pynvml.nvmlDeviceGetUUID(handle)), capability=cap, mig=mig,
-                     memory_total=int(mem.total))
+                     memory_total=int(mem.total), ours_memory=min(ours_used / total, 1.0),
+                     our_processes=len(mine))
 
 
 def _mig_instances(pynvml, handle) -> list[tuple[int, object]] | None:
@@ -140,8 +154,21 @@ def _why_empty(all_gpus: list[GpuStatus], visible: str | None) -> str:
     return f"CUDA_VISIBLE_DEVICES={visible!r} allows none of the {len(all_gpus)} GPUs NVML sees"
 
 
+def busy_why(g: GpuStatus, threshold: float, ours_running: bool = False) -> str | None:
+    """Why others have made this GPU busy (one phrase), or None when it is idle for us.
+
+    Others' memory decides (ours is subtracted). Utilization counts only while none of our
+    trials run on the GPU: NVML cannot tell whose kernels keep it busy.
+    """
+    if g.foreign_memory >= threshold:
+        return f"others use {g.foreign_memory:.0%} of its memory"
+    if not ours_running and g.utilization is not None and g.utilization >= threshold:
+        return f"{g.utilization:.0%} utilization by others"
+    return None
+
+
 def idle(gpus: Iterable[GpuStatus], threshold: float) -> list[GpuStatus]:
-    return [g for g in gpus if g.memory_used < threshold and (g.utilization is None or g.utilization < threshold)]
+    return [g for g in gpus if busy_why(g, threshold) is None]
 
 
 def check_runnable(reading: Probe, arch_list: list[str], build_cuda: str | None) -> str | None:
@@ -167,30 +194,6 @@ def check_runnable(reading: Probe, arch_list: list[str], build_cuda: str | None)
                 f"(kernels for {', '.join(arch_list) or 'none'}): leave it out with CUDA_VISIBLE_DEVICES, "
                 "install a torch build for it, or pass --gpus_per_trial 0")
     return None
-
-
-def wait_for_idle(threshold: float, waitsecs: float, say: Callable[[str], None],
-                  probe_fn: Callable[[], Probe] = probe,
-                  sleep: Callable[[float], None] = time.sleep) -> tuple[list[GpuStatus], str | None]:
-    """Idle GPUs, re-probing every `waitsecs` while GPUs exist but none is idle.
-
-    Returns ([], reason) when there is no GPU or no NVML: the sweep then runs on CPUs.
-    """
-    announced = False
-    while True:
-        reading = probe_fn()
-        if not reading.gpus:
-            return [], reading.why_none or "no GPU found"
-        free = idle(reading.gpus, threshold)
-        if free:
-            return free, None
-        if not announced:
-            say(f"all {len(reading.gpus)} GPUs are busy (idle means memory and utilization below "
-                f"{threshold:.0%}); re-probing every {waitsecs:g} s, Ctrl-C to stop:")
-            for g in reading.gpus:
-                say(f"  {g.describe()}")
-            announced = True
-        sleep(waitsecs)
 
 
 def _text(value) -> str:

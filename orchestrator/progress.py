@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Callable, TextIO
 
 
 @dataclass
@@ -38,10 +38,11 @@ class ProgressBoard:
         self._last_draw = 0.0
         self._drawn = False
         self._due: float | None = None
+        self.status: Callable[[], str] | None = None   # more to show at the line's end (the GPUs)
 
     def __getstate__(self):  # Tune pickles its callbacks (tuner.pkl); a terminal stream does not pickle
         state = dict(self.__dict__)
-        state["stream"] = None
+        state["stream"] = state["status"] = None
         return state
 
     def __setstate__(self, state):
@@ -136,6 +137,8 @@ class ProgressBoard:
             parts.append(f"retries {self.retries}")
         parts.append(f"elapsed {_duration(time.monotonic() - self.started)}")
         parts.append(f"ETA {_duration(eta) if eta is not None else '?'}")
+        if self.status is not None:
+            parts.append(self.status())
         return " | ".join(parts)
 
     def draw(self, force: bool = False) -> None:

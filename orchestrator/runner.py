@@ -27,9 +27,11 @@ from typing import Any, Iterator
 
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
+from ray.tune import PlacementGroupFactory
 from ray.tune.search import Searcher
 
 from orchestrator.failfast import FailFast, Tripped, is_crash
+from orchestrator.gpu_pool import GpuPool, resource_name
 from orchestrator.ledger import SweepDir, clear_error, read_error, record_error
 from orchestrator.progress import ProgressBoard
 from orchestrator.sweep import PlannedTrial
@@ -59,6 +61,9 @@ class RunOptions:
     # the launcher's memory stays bounded. The cost: at each boundary the last trials finish
     # while the next experiment starts (~1/100 of a slot's time per boundary at the default).
     trials_per_tuner: int = 0
+    # A local sweep's GPUs, re-probed while it runs: which GPU each trial gets (gpu_pool.py).
+    # None: Ray's GPU count alone decides (a joined cluster, no NVML, or no GPUs).
+    gpu_pool: GpuPool | None = None
 
 
 @dataclass
@@ -110,6 +115,8 @@ def run_sweep(trials: list[PlannedTrial], sweep: SweepDir, opts: RunOptions, alr
         sweep.record_planned(t.trial_id, t.run_name, p["config"], p["log_file"])
     board = ProgressBoard({t.trial_id: t.config.n_tasks for t in trials},
                           already_done=already_done, stream=board_stream, every_s=opts.progress_every_s)
+    if opts.gpu_pool:   # GPU changes get a line each, and the status line says which are in use
+        opts.gpu_pool.say, board.status = board.event, opts.gpu_pool.line
     stopper = FailFast(opts.fail_fast)
     callback = _SweepCallback(board, outcome, stopper)
     slots = _slots(opts)
@@ -138,8 +145,8 @@ def run_sweep(trials: list[PlannedTrial], sweep: SweepDir, opts: RunOptions, alr
 def _tuner(trainable, payloads: list[dict[str, Any]], name: str, sweep: SweepDir, opts: RunOptions,
            stopper: FailFast, callback: "_SweepCallback") -> tune.Tuner:
     return tune.Tuner(
-        tune.with_resources(trainable, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}),
-        tune_config=tune.TuneConfig(search_alg=PendingTrials(payloads), num_samples=len(payloads),
+        tune.with_resources(trainable, trial_resources(opts)),
+        tune_config=tune.TuneConfig(search_alg=PendingTrials(payloads, opts.gpu_pool), num_samples=len(payloads),
                                     reuse_actors=opts.reuse_actors,
                                     trial_name_creator=lambda t: t.config["trial"]["run_name"],
                                     trial_dirname_creator=lambda t: t.config["trial"]["trial_id"]),
@@ -150,6 +157,16 @@ def _tuner(trainable, payloads: list[dict[str, Any]], name: str, sweep: SweepDir
     )
 
 
+def trial_resources(opts: RunOptions):
+    """What a trial asks Ray for. With a GPU pool, its GPU share is also a share of the
+    custom resource of the GPU the pool chose for it (so its placement is the pool's)."""
+    base = {"CPU": opts.cpus_per_trial, "GPU": opts.gpus_per_trial}
+    if opts.gpu_pool is None:
+        return {k.lower(): v for k, v in base.items()}
+    return lambda config: PlacementGroupFactory(
+        [{**base, resource_name(config["trial"]["gpu_uuid"]): opts.gpus_per_trial}])
+
+
 class PendingTrials(Searcher):
     """Hands Tune the pending trials one at a time, in plan order.
 
@@ -158,20 +175,32 @@ class PendingTrials(Searcher):
     O(trials^2) per sweep. Resume is the ledger's job, so this searcher's saved state is only
     a count. Tune keeps at most `TUNE_MAX_PENDING_TRIALS_PG` trials waiting for resources
     (a searcher's default is 1; run_sweep allows one per free slot and two more).
+
+    With a GPU pool the next trial waits (suggest returns None, Tune asks again) until a GPU
+    that others leave idle has a free slot, and it names that GPU.
     """
 
-    def __init__(self, payloads: list[dict[str, Any]]):
+    def __init__(self, payloads: list[dict[str, Any]], pool: GpuPool | None = None):
         super().__init__()
-        self.payloads, self.handed_out = payloads, 0
+        self.payloads, self.handed_out, self.pool = payloads, 0, pool
+        self.placed: dict[str, str] = {}   # Tune's trial id -> its GPU, until the trial ends
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.handed_out >= len(self.payloads):
             return Searcher.FINISHED
+        payload = self.payloads[self.handed_out]
+        if self.pool is not None:
+            gpu = self.pool.place()
+            if gpu is None:
+                return None
+            self.placed[trial_id] = gpu
+            payload = {**payload, "gpu_uuid": gpu}
         self.handed_out += 1
-        return {"trial": self.payloads[self.handed_out - 1]}
+        return {"trial": payload}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        pass
+        if trial_id in self.placed:
+            self.pool.release(self.placed.pop(trial_id))
 
     def save(self, checkpoint_path: str) -> None:
         Path(checkpoint_path).write_text(f'{{"handed_out": {self.handed_out}}}')

@@ -39,6 +39,12 @@ def train_one(config: dict[str, Any]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     if trial["gpus"] == 0:  # belt and braces with RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=1
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif trial.get("gpu_uuid"):
+        # The GPU pool chose this GPU (and Ray holds its share); Ray's own pick of a GPU index
+        # is only its count. CUDA reads the variable when it starts in this process, and a
+        # reused process only ever runs trials of the same GPU: Tune reuses an actor only for
+        # the same resource request, and that names the GPU.
+        os.environ["CUDA_VISIBLE_DEVICES"] = trial["gpu_uuid"]
     with _trial_log(trial["log_file"]) as log, _exclusive(out_dir, log):
         _cold_start_gate(trial, log)
         _run(trial, out_dir, log)

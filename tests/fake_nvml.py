@@ -19,8 +19,9 @@ class FakeGpu:
     total: int = 80 * GB
     used: int = 1 * GB
     utilization: int | None = 0          # percent; None: NVMLError_NotSupported
-    processes: int = 0
+    processes: int = 0                   # others' processes, memory not reported
     mig: list["FakeGpu"] | None = None   # MIG mode on: its instances
+    owners: dict[int, int] | None = None  # pid -> bytes: processes with their memory (NVML's per-process view)
 
 
 @dataclass
@@ -28,6 +29,12 @@ class _Memory:
     total: int
     used: int
     free: int = 0
+
+
+@dataclass
+class _Process:   # pynvml's c_nvmlProcessInfo_t: the fields we read
+    pid: int
+    usedGpuMemory: int | None
 
 
 @dataclass
@@ -74,7 +81,8 @@ def fake_pynvml(gpus: list[FakeGpu], driver_cuda: int = 13000, init_error: bool 
     m.nvmlDeviceGetCudaComputeCapability = lambda h: h.capability
     m.nvmlDeviceGetMemoryInfo = lambda h: _Memory(h.total, h.used, h.total - h.used)
     m.nvmlDeviceGetUtilizationRates = utilization
-    m.nvmlDeviceGetComputeRunningProcesses = lambda h: [object()] * h.processes
+    m.nvmlDeviceGetComputeRunningProcesses = lambda h: (
+        [_Process(-1 - k, None) for k in range(h.processes)] + [_Process(p, b) for p, b in (h.owners or {}).items()])
     m.nvmlDeviceGetMigMode = mig_mode
     m.nvmlDeviceGetMaxMigDeviceCount = lambda h: 7
     m.nvmlDeviceGetMigDeviceHandleByIndex = mig_handle

@@ -1,7 +1,10 @@
 """Which GPUs a sweep uses: NVML answers faked at the pynvml boundary (tests/fake_nvml.py),
 our code (orchestrator/gpus.py, cluster.py) and Ray real."""
+import dataclasses
 import os
+import re
 import sys
+import time
 
 import pytest
 import torch
@@ -9,6 +12,7 @@ import torch
 from engine.errors import ConfigError
 from orchestrator import gpus
 from orchestrator.cluster import ClusterOptions, choose_gpus, session
+from orchestrator.gpu_pool import GpuPool, resource_name
 from tests.fake_nvml import GB, FakeGpu, fake_pynvml
 
 H100 = dict(name="NVIDIA H100 80GB HBM3", capability=(9, 0))
@@ -101,28 +105,77 @@ def test_a_gpu_the_build_cannot_run_stops_the_launch_before_ray(nvml, monkeypatc
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     nvml([FakeGpu("GPU-p100", name="Tesla P100-PCIE-16GB", capability=(6, 0))])
     with pytest.raises(ConfigError, match="GPU0 Tesla P100-PCIE-16GB \\(sm_60\\) cannot run"):
-        choose_gpus(ClusterOptions(), print)
+        choose_gpus()
     assert not ray.is_initialized()
-
-
-def test_waits_for_an_idle_gpu_and_says_so_once():
-    busy = gpus.Probe([gpus.GpuStatus(0, "a", 0.9, 0.9, 2, uuid="GPU-a")])
-    free = gpus.Probe([gpus.GpuStatus(0, "a", 0.0, 0.0, 0, uuid="GPU-a")])
-    answers, said, slept = iter([busy, busy, free]), [], []
-    chosen, why = gpus.wait_for_idle(0.3, 7, said.append, probe_fn=lambda: next(answers), sleep=slept.append)
-    assert [g.uuid for g in chosen] == ["GPU-a"] and why is None and slept == [7, 7]
-    assert sum("busy" in line for line in said) == 1
 
 
 def test_no_nvml_means_cpu_mode_with_a_reason(nvml):
     nvml([], init_error=True)
-    chosen, why = gpus.wait_for_idle(0.3, 1, print)
+    chosen, why = choose_gpus()
     assert chosen == [] and why.startswith("NVML unavailable")
 
 
+def test_our_own_processes_memory_does_not_make_a_gpu_busy(nvml):
+    others = 4242424   # no such pid here
+    nvml([FakeGpu("GPU-a", used=50 * GB, owners={os.getpid(): 40 * GB, others: 10 * GB}, **H100)])
+    assert gpus.idle(gpus.probe().gpus, 0.3) == []                       # 62% used, whoever holds it
+    (g,) = gpus.probe(ours={os.getpid()}).gpus
+    assert g.foreign_memory == pytest.approx(10 / 80) and g.our_processes == 1 and g.processes == 2
+    assert gpus.idle([g], 0.3) == [g]
+    # our trials keep it at 100% utilization: that is not others' load
+    busy_kernels = gpus.GpuStatus(0, "a", 0.1, 1.0, 1, uuid="GPU-a")
+    assert gpus.busy_why(busy_kernels, 0.3, ours_running=True) is None
+    assert gpus.busy_why(busy_kernels, 0.3) == "100% utilization by others"
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_the_pool_follows_the_gpus_between_probes(nvml):
+    """Others fill GPU0 and free GPU1 mid-sweep: new trials move, ours on GPU0 go on, and each
+    change is said once; nothing changes before the next probe is due."""
+    a, b = FakeGpu("GPU-a", **H100), FakeGpu("GPU-b", used=60 * GB, **H100)
+    nvml([a, b])
+    said, clock = [], Clock()
+    pool = GpuPool(gpus.probe().gpus, per_gpu=2, threshold=0.3, waitsecs=25, probe=gpus.probe,
+                   say=said.append, clock=clock)
+    pool.refresh(force=True)
+    assert said == ["GPUs: GPU1 (GPU-b) held back, others use 75% of its memory"]
+    assert [pool.place(), pool.place(), pool.place()] == ["GPU-a", "GPU-a", None]   # GPU0 is full
+    assert pool.line() == "GPUs GPU0 2/2 | held back GPU1"
+    a.used, b.used = 70 * GB, 1 * GB
+    clock.now = 24.0
+    assert pool.place() is None and len(said) == 1                       # the reading is not due yet
+    clock.now = 25.0
+    assert pool.place() == "GPU-b"
+    assert said[1:] == ["GPUs: GPU0 (GPU-a) held back, others use 88% of its memory; our 2 trials on it go on",
+                        "GPUs: GPU1 (GPU-b) is idle again: it gets trials"]
+    pool.release("GPU-a")
+    assert pool.place() == "GPU-b" and pool.place() is None               # GPU0 has room but is busy
+    assert pool.line() == "GPUs GPU1 2/2 | held back GPU0 (1 ours)"
+    nvml([], init_error=True)                                             # NVML fails for a moment
+    clock.now = 60.0
+    pool.release("GPU-b")
+    assert pool.place() == "GPU-b" and said[-1].startswith("GPUs: NVML reading failed")
+
+
+def test_fewest_of_ours_first_and_the_users_order_breaks_ties(nvml):
+    nvml([FakeGpu(f"GPU-{k}", **H100) for k in "abc"])
+    pool = GpuPool(gpus.probe().gpus, per_gpu=4, threshold=0.3, waitsecs=25, probe=gpus.probe, say=print)
+    assert [pool.place() for _ in range(4)] == ["GPU-a", "GPU-b", "GPU-c", "GPU-a"]
+    pool.release("GPU-b")
+    assert pool.place() == "GPU-b"
+
+
 @pytest.mark.slow
-def test_trials_get_the_idle_allowed_gpus_by_uuid_from_a_real_ray(nvml, monkeypatch):
-    """The user allows GPUs 0-2; GPU1 is busy: Ray gets GPU0 and GPU2, by UUID, one per task."""
+def test_ray_gets_every_allowed_gpu_by_uuid_each_a_resource_of_its_own(nvml, monkeypatch):
+    """The user allows GPUs 0-2 (GPU1 busy): Ray gets all three, by UUID, as GPUs and as one
+    custom resource each, and a task asking for one GPU's resource runs."""
     import ray
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
@@ -131,14 +184,74 @@ def test_trials_get_the_idle_allowed_gpus_by_uuid_from_a_real_ray(nvml, monkeypa
         monkeypatch.setenv(key, os.environ.get(key, ""))   # restored after the test
     nvml([FakeGpu("GPU-aaaa-1111", **H100), FakeGpu("GPU-bbbb-2222", used=70 * GB, **H100),
           FakeGpu("GPU-cccc-3333", **H100), FakeGpu("GPU-dddd-4444", **H100)])
-    said = []
-    with session(ClusterOptions(num_cpus=2, dashboard_port=None), said.append) as info:
-        assert info.gpus == 2 and os.environ["CUDA_VISIBLE_DEVICES"] == "GPU-aaaa-1111,GPU-cccc-3333"
+    with session(ClusterOptions(num_cpus=2, dashboard_port=None), print) as info:
+        uuids = ["GPU-aaaa-1111", "GPU-bbbb-2222", "GPU-cccc-3333"]
+        assert info.gpus == 3 and os.environ["CUDA_VISIBLE_DEVICES"] == ",".join(uuids)
+        assert [g.uuid for g in info.local_gpus] == uuids
+        have = ray.cluster_resources()
+        assert [have.get(resource_name(u)) for u in uuids] == [1.0] * 3 and resource_name("GPU-dddd-4444") not in have
 
-        @ray.remote(num_gpus=1, num_cpus=0)
-        def visible():
-            return os.environ["CUDA_VISIBLE_DEVICES"]
+        @ray.remote(num_cpus=0, resources={resource_name("GPU-cccc-3333"): 0.5})
+        def ran():
+            return True
 
-        seen = ray.get([visible.remote(), visible.remote()])
-    assert sorted(seen) == ["GPU-aaaa-1111", "GPU-cccc-3333"]
+        assert ray.get(ran.remote(), timeout=60)
     assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_a_sweep_moves_to_the_gpu_others_leave_and_says_which_are_in_use(nvml, monkeypatch, tmp_path):
+    """A real local Ray on two fake GPUs (NVML faked), 2 trials fit per GPU. GPU1 starts busy,
+    so trials go to GPU0; after two trials have finished, another user fills GPU0 and frees
+    GPU1: the next trials go to GPU1, each trial's process sees only its GPU, and the progress
+    output says what changed and which GPUs are in use."""
+    import io
+    import threading
+
+    from orchestrator import sweep
+    from orchestrator.cluster import gpu_pool
+    from orchestrator.ledger import SweepDir
+    from orchestrator.runner import RunOptions, run_sweep
+
+    for key in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "PYTHONPATH", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"):
+        monkeypatch.setenv(key, os.environ.get(key, ""))   # restored after the test
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    a, b = FakeGpu("GPU-aaaa", **H100), FakeGpu("GPU-bbbb", used=60 * GB, **H100)
+    nvml([a, b])
+    trials = [dataclasses.replace(t, config=dataclasses.replace(t.config, device="cpu"))  # the GPUs are fake
+              for t in sweep.expand(sweep.spec_from_flags(dict(
+                  datasets=["seq-synth"], models=["sgd"], methods=["bn"], num_seeds=6, buffer_sizes=[20],
+                  data_args={"seq-synth": {"train_per_class": 8, "test_per_class": 4, "image_size": 8}})))]
+    sd = SweepDir(tmp_path, "follow")
+    done = threading.Event()
+
+    def another_user():   # fills GPU0 and leaves GPU1 once two trials have finished
+        while not done.is_set():
+            if sum(sd.is_done(t.trial_id) for t in trials) >= 2:
+                a.used, b.used = 70 * GB, 1 * GB
+                return
+            time.sleep(0.05)
+
+    opts = ClusterOptions(num_cpus=2, waitsecs=0.2, dashboard_port=None)
+    out_stream = io.StringIO()
+    with session(opts, print) as info:
+        pool = gpu_pool(info, opts, 0.5, say=print)
+        assert pool.held == {"GPU-bbbb": "others use 75% of its memory"}
+        watcher = threading.Thread(target=another_user)
+        watcher.start()
+        try:
+            out = run_sweep(trials, sd, RunOptions(cpus_per_trial=0.5, gpus_per_trial=0.5, gpu_pool=pool,
+                                                   progress_every_s=0.0), board_stream=out_stream)
+        finally:
+            done.set()
+            watcher.join()
+    assert sorted(out.finished) == sorted(t.trial_id for t in trials) and not out.failed
+    seen = [out.last_results[t.trial_id]["cuda_visible_devices"] for t in trials]   # in plan order
+    assert seen[:2] == ["GPU-aaaa"] * 2 and seen[-1] == "GPU-bbbb" and set(seen) == {"GPU-aaaa", "GPU-bbbb"}
+    assert seen.count("GPU-aaaa") <= 4   # at most the 2 running at the flip and 2 before
+    text = out_stream.getvalue()
+    assert "GPUs: GPU0 (GPU-aaaa) held back, others use 88% of its memory" in text
+    assert "GPUs: GPU1 (GPU-bbbb) is idle again: it gets trials" in text
+    assert re.search(r"\| GPUs GPU0 \d/2 \| held back GPU1", text)       # the progress line, before
+    assert re.search(r"\| GPUs GPU1 \d/2 \| held back GPU0", text)       # and after
+    assert pool.ours == {"GPU-aaaa": 0, "GPU-bbbb": 0}                   # every slot given back
