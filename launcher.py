@@ -80,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="deterministic cuDNN and torch kernels where they exist (slower on GPUs; TF32 is "
                         "always off); part of the trial id; CPU runs are reproducible without it")
     o.add_argument("--gpus_per_trial", type=NONNEGATIVE, default=S,
-                   help="GPUs per trial; fractional packs trials on a GPU, e.g. 0.25 (default: 1 with GPUs, "
-                        "else 0)")
+                   help="GPUs per trial; fractional packs trials on a GPU, e.g. 0.25 (default with local GPUs: "
+                        "as many per GPU as fit under --usage_threshold of its memory, by estimate; 1 on a "
+                        "joined cluster; 0 without GPUs)")
     o.add_argument("--cpus_per_trial", type=POSITIVE, default=S, help="CPUs per trial (default 1)")
     o.add_argument("--max_failures", type=NONNEGATIVE_INT, default=S, help="retries of a crashed trial (default 2); "
                                                                "a non-finite loss is never retried")
@@ -206,6 +207,7 @@ def _run(plan: Plan, *, dry_run: bool, yes: bool, prepare_data: bool) -> int:
     if slow:
         print(slow)
     if dry_run:
+        print("\n".join(_gpu_plan(plan)))
         for t in pending[:50]:
             print(f"    {t.trial_id}  {t.run_name}")
         if len(pending) > 50:
@@ -241,6 +243,17 @@ def _slow_bf16_note(plan: Plan) -> str | None:
             "it still gives bf16 numerics")
 
 
+def _gpu_plan(plan: Plan) -> list[str]:
+    """--dry_run: where the trials would run, read from NVML now (no Ray is started)."""
+    from orchestrator import gpus, packing
+
+    if plan.run["address"]:
+        return ["GPU plan: on the cluster at --address, Ray's GPU count decides "
+                "(--gpus_per_trial; default 1 per trial there)"]
+    reading = gpus.probe(os.environ.get("CUDA_VISIBLE_DEVICES")) if plan.run["gpus_per_trial"] != 0 else None
+    return packing.plan_lines(plan.pending, reading, plan.run["usage_threshold"], plan.run["gpus_per_trial"])
+
+
 def _require_terminal() -> None:
     from engine.errors import ConfigError
 
@@ -259,7 +272,7 @@ def _confirm() -> bool:
 
 def _launch(pending, n_done: int, sweep_dir, run: dict) -> int:
     from engine.errors import ConfigError
-    from orchestrator import cluster, runner, tracking
+    from orchestrator import cluster, packing, runner, tracking
 
     wandb_mode, wandb_note = tracking.choose_mode(run["nowandb"])
     opts = cluster.ClusterOptions(address=run["address"], usage_threshold=run["usage_threshold"],
@@ -277,11 +290,18 @@ def _launch(pending, n_done: int, sweep_dir, run: dict) -> int:
                 print(wandb_note)
             if wandb_mode == "offline":
                 print(tracking.sync_hint(sweep_dir.wandb))
-            print(f"Running {len(pending)} trials ({run['cpus_per_trial']:g} CPU, {gpus_per_trial:g} GPU each; "
+            packed = packing.Packing()
+            if run["gpus_per_trial"] is None and info.local_gpus:   # default: pack by memory
+                packed = packing.pack(pending, info.local_gpus, opts.usage_threshold)
+                print("\n".join(packed.lines))
+            shares = sorted(set(packed.shares.values())) or [gpus_per_trial]
+            each = f"{shares[0]:g}" if len(shares) == 1 else f"{shares[0]:g} to {shares[-1]:g}"
+            print(f"Running {len(pending)} trials ({run['cpus_per_trial']:g} CPU, {each} GPU each; "
                   f"{info.nodes} node(s)); logs in {Path(runner.log_file_for(pending[0], sweep_dir, run['logdir'])).parent}")
-            pool = cluster.gpu_pool(info, opts, gpus_per_trial, say=print)
+            pool = cluster.gpu_pool(info, opts, shares[-1], say=print)
             outcome = runner.run_sweep(pending, sweep_dir, runner.RunOptions(
                 cpus_per_trial=run["cpus_per_trial"], gpus_per_trial=gpus_per_trial, gpu_pool=pool,
+                gpu_shares=packed.shares,
                 max_failures=run["max_failures"], fail_fast=run["fail_fast"], coldsecs=run["coldsecs"], logdir=run["logdir"],
                 wandb_mode=wandb_mode, wandb_project=run["wandb_project"]), already_done=n_done)
     except ConfigError as exc:

@@ -2,11 +2,13 @@
 
     python benchmarks/gpu_check.py [--device auto|cpu|cuda] [--trials 8]
 
-1. steps/s of DER++ online (ResNet-18, CIFAR-sized seq-synth) for BN, TBBN and AdaB2N on the device;
+1. steps/s of DER++ online (ResNet-18, CIFAR-sized seq-synth) for BN, TBBN and AdaB2N on the device,
+   and on CUDA the peak memory reserved against the estimate packing uses (engine/memory.py);
 2. host syncs per training step (CUDA: torch.cuda.set_sync_debug_mode counts them);
 3. placement: a sweep through the real launcher path (NVML probe, local Ray) puts every trial on
    its own GPU, none on the CPU;
-4. packing throughput at 1, 0.5, 0.25 and 0.125 GPU per trial (trials per minute);
+4. packing throughput at 1, 0.5, 0.25 and 0.125 GPU per trial and packed by memory, the
+   launcher's default (trials per minute);
 5. resume on another GPU: a trial cut after its first task continues on cuda:1 to the same
    task count (needs 2 visible GPUs).
 With `--device cpu` (or no CUDA) parts 2-5 are skipped, each with its reason, and 1 runs on the
@@ -58,9 +60,19 @@ def host_line() -> str:
 
 
 def steps_per_s(device: str, tmp: Path) -> None:
+    """On CUDA also the peak memory the caching allocator reserved, against the launcher's
+    estimate of it (engine/memory.py, less its CUDA-context constant): packing relies on it."""
+    from engine.memory import CUDA_CONTEXT_BYTES, estimate, gib
+
     for norm in ("bn", "tbbn", "adab2n"):
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         result = run_trial(cfg(norm, device), tmp / f"speed_{norm}")
-        print(f"  {norm}: {result['steps_per_s']:.1f} steps/s on {result['device']}", flush=True)
+        memory = ""
+        if device == "cuda":
+            guess = estimate(cfg(norm, device)).total - CUDA_CONTEXT_BYTES
+            memory = f"; peak reserved {gib(torch.cuda.max_memory_reserved())}, estimated {gib(guess)}"
+        print(f"  {norm}: {result['steps_per_s']:.1f} steps/s on {result['device']}{memory}", flush=True)
 
 
 def host_syncs(tmp: Path) -> None:
@@ -77,7 +89,7 @@ def host_syncs(tmp: Path) -> None:
 
 
 def placement_and_packing(n_trials: int, tmp: Path) -> None:
-    from orchestrator import sweep
+    from orchestrator import packing, sweep
     from orchestrator.cluster import ClusterOptions, gpu_pool, session
     from orchestrator.ledger import SweepDir
     from orchestrator.runner import RunOptions, run_sweep
@@ -87,18 +99,22 @@ def placement_and_packing(n_trials: int, tmp: Path) -> None:
         if not info.gpus:
             print("  skipped: NVML found no GPU")
             return
-        for share in (1.0, 0.5, 0.25, 0.125):   # placed as the launcher places them: by the GPU pool
+        for share in (1.0, 0.5, 0.25, 0.125, "by memory"):   # placed as the launcher places them
             trials = sweep.expand(sweep.spec_from_flags(dict(
                 datasets=["seq-synth"], models=["derpp"], methods=["bn"], seeds=list(range(n_trials)),
                 buffer_sizes=[200], data_args={"seq-synth": CIFAR_LIKE})))
+            shares = {}
+            if share == "by memory":   # the launcher's default (orchestrator/packing.py)
+                shares = packing.pack(trials, info.local_gpus, opts.usage_threshold).shares
+                share = min(shares.values())
             with open(os.devnull, "w") as quiet:
-                out = run_sweep(trials, SweepDir(tmp, f"pack{share}"),
-                                RunOptions(cpus_per_trial=1, gpus_per_trial=share,
+                out = run_sweep(trials, SweepDir(tmp, f"pack{share}{'m' * bool(shares)}"),
+                                RunOptions(cpus_per_trial=1, gpus_per_trial=share, gpu_shares=shares,
                                            gpu_pool=gpu_pool(info, opts, share, say=print)),
                                 board_stream=quiet)
             seen = [out.last_results[t.trial_id].get("cuda_visible_devices", "") for t in trials]
             on_one_gpu = all(s and "," not in s for s in seen)
-            print(f"  {share:g} GPU per trial: {len(out.finished)}/{n_trials} finished in {out.makespan_s:.1f} s "
+            print(f"  {share:g} GPU per trial{' (by memory)' * bool(shares)}: {len(out.finished)}/{n_trials} finished in {out.makespan_s:.1f} s "
                   f"({60 * len(out.finished) / max(out.makespan_s, 1e-9):.1f} trials/min); every trial on its own "
                   f"GPU: {'yes' if on_one_gpu else 'NO: ' + repr(seen)}", flush=True)
 

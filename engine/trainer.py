@@ -253,7 +253,7 @@ def validation_split(y: torch.Tensor, seed: int, task: int) -> tuple[torch.Tenso
 def validation_loss(method: Method, dataset: ContinualDataset, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean validation loss, in eval mode, without augmentation (FACIL's eval on val_loader)."""
     method.net.eval()
-    chunk = eval_chunk(dataset.device)
+    chunk = eval_chunk(dataset.device, dataset.input_shape)
     total = sum(method.validation_loss(dataset.normalize(xs), ys) for xs, ys in zip(x.split(chunk), y.split(chunk)))
     method.net.train()
     return total / y.shape[0]
@@ -294,7 +294,7 @@ def evaluate(method: Method, dataset: ContinualDataset, task: int) -> dict[str, 
     method.net.eval()
     seen_hi = dataset.task_offsets[task + 1]
     correct = {"class_il": [], "task_il": []}
-    sizes, chunk = [], eval_chunk(dataset.device)
+    sizes, chunk = [], eval_chunk(dataset.device, dataset.input_shape)
     for j in range(task + 1):
         t, lo, hi = dataset.tasks[j], dataset.task_offsets[j], dataset.task_offsets[j + 1]
         c_cil = torch.zeros((), device=dataset.device)

@@ -150,12 +150,13 @@ def choose_gpus() -> tuple[list[gpus.GpuStatus], str | None]:
 
 
 def gpu_pool(info: ClusterInfo, opts: ClusterOptions, gpus_per_trial: float, say: Say) -> GpuPool | None:
-    """The pool that places a local sweep's trials on its GPUs (None: Ray's count decides)."""
+    """The pool that places a local sweep's trials on its GPUs (None: Ray's count decides).
+    `gpus_per_trial`: the largest share a trial asks for (more than 1 GPU: Ray places it)."""
     if not info.local_gpus or not 0 < gpus_per_trial <= 1:
         return None
     uuids = ",".join(g.uuid for g in info.local_gpus)   # CUDA_VISIBLE_DEVICES is ours by now
-    pool = GpuPool(info.local_gpus, per_gpu=int(1 / gpus_per_trial + 1e-9), threshold=opts.usage_threshold,
-                   waitsecs=opts.waitsecs, probe=lambda: gpus.probe(uuids, ours=our_pids()), say=say)
+    pool = GpuPool(info.local_gpus, threshold=opts.usage_threshold, waitsecs=opts.waitsecs,
+                   probe=lambda: gpus.probe(uuids, ours=our_pids()), say=say)
     pool.refresh(force=True)   # says now which GPUs start held back
     return pool
 
@@ -195,7 +196,7 @@ def fit_trial_resources(info: ClusterInfo, cpus: float, gpus_per_trial: float | 
     (Tune would wait forever). None (default): one GPU per trial when there are GPUs."""
     if cpus > info.max_node_cpus:
         raise ConfigError(f"--cpus_per_trial {cpus:g} exceeds the largest node's {info.max_node_cpus:g} CPUs")
-    if gpus_per_trial is None:
+    if gpus_per_trial is None:   # 1 at most: packing.pack lowers it where trials fit together
         return (1.0 if info.gpus else 0.0), None
     if gpus_per_trial > 0 and info.gpus == 0:
         return 0.0, f"--gpus_per_trial {gpus_per_trial:g} but Ray has no GPU: running trials on CPUs"

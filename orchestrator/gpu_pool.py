@@ -6,7 +6,7 @@ accounting keeps each GPU within its capacity and the dashboard shows the use. T
 decides which GPU the next trial names, from an NVML reading at most `waitsecs` old:
 - a GPU that others have made busy gets no new trial (ours running on it go on);
 - a GPU that has become idle again gets trials again;
-- of the usable GPUs with a free slot, the one with fewest of our trials gets the next one.
+- of the usable GPUs with room for the trial's share, the least loaded one gets it.
 Our own load is not "busy": memory held by this launcher's process tree (Ray's workers) is
 subtracted, and a GPU running our trials is judged by memory alone (gpus.busy_why).
 """
@@ -36,29 +36,32 @@ def our_pids() -> set[int]:
 
 
 class GpuPool:
-    def __init__(self, statuses: list[gpus.GpuStatus], per_gpu: int, threshold: float, waitsecs: float,
+    def __init__(self, statuses: list[gpus.GpuStatus], threshold: float, waitsecs: float,
                  probe: Callable[[], gpus.Probe], say: Say = print, clock: Callable[[], float] = time.monotonic):
         self.gpus = {g.uuid: g for g in statuses}      # latest reading of each, in the user's order
-        self.per_gpu = per_gpu                          # our trials that fit on one GPU at once
         self.threshold, self.waitsecs = threshold, waitsecs
         self.probe, self.say, self.clock = probe, say, clock
         self.ours = dict.fromkeys(self.gpus, 0)         # our trials placed on each (pending or running)
+        self.load = dict.fromkeys(self.gpus, 0.0)       # the sum of their GPU shares (Ray's view)
         self.held: dict[str, str] = {}                  # uuid -> why it gets no new trial
         self._read_at = -math.inf
         self._blind = False                             # the last reading failed
 
-    def place(self) -> str | None:
-        """The GPU for the next trial (its slot is taken), or None while no usable GPU has room."""
+    def place(self, share: float) -> str | None:
+        """The GPU for a trial asking `share` of one (taken now), or None while no usable GPU
+        has room for it."""
         self.refresh()
-        free = [u for u in self.gpus if u not in self.held and self.ours[u] < self.per_gpu]
+        free = [u for u in self.gpus if u not in self.held and self.load[u] + share <= 1 + 1e-9]
         if not free:
             return None
-        uuid = min(free, key=self.ours.__getitem__)   # ties: the user's order
+        uuid = min(free, key=self.load.__getitem__)   # ties: the user's order
         self.ours[uuid] += 1
+        self.load[uuid] += share
         return uuid
 
-    def release(self, uuid: str) -> None:
+    def release(self, uuid: str, share: float) -> None:
         self.ours[uuid] -= 1
+        self.load[uuid] = max(self.load[uuid] - share, 0.0) if self.ours[uuid] else 0.0
 
     def refresh(self, force: bool = False) -> None:
         """Re-read NVML when the last reading is `waitsecs` old; say what changed."""
@@ -93,7 +96,7 @@ class GpuPool:
 
     def line(self) -> str:
         """For the progress line: which GPUs run our trials, and which are held back."""
-        use = ", ".join(f"{self.gpus[u].label} {self.ours[u]}/{self.per_gpu}" for u in self.gpus if u not in self.held)
+        use = ", ".join(f"{self.gpus[u].label} {self.ours[u]} ({self.load[u]:.0%})" for u in self.gpus if u not in self.held)
         parts = [f"GPUs {use or 'none usable'}"]
         if self.held:
             parts.append("held back " + ", ".join(

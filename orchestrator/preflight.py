@@ -12,6 +12,7 @@ from dataclasses import fields
 from typing import Iterable
 
 from engine.config import TrialConfig
+from engine.memory import build_on_meta
 
 # Fields that only steer training, never how a trial is built: trials differing only in them
 # share one build. The buffer size is not among them: the smallest one of a build is checked.
@@ -29,21 +30,3 @@ def check_builds(configs: Iterable[TrialConfig]) -> int:
     for cfg in builds.values():
         build_on_meta(cfg)
     return len(builds)
-
-
-def build_on_meta(cfg: TrialConfig) -> None:
-    import torch
-
-    from engine.datasets import REGISTRY, ContinualDataset, RawData
-    from engine.trainer import build_trial
-
-    spec = REGISTRY.get(cfg.dataset)
-    n_classes, shape = spec.geometry(cfg.data_args)
-    x = torch.zeros(1, *shape, dtype=torch.uint8).expand(n_classes, *shape)  # one image per class
-    y = torch.arange(n_classes)
-    # the placeholder images stay on the CPU (ops on meta tensors would import torch._dynamo: ~3 s)
-    dataset = ContinualDataset(spec, RawData(x, y, x, y, n_classes), n_tasks=cfg.n_tasks, seed=0,
-                               device=torch.device("cpu"), nc_first_task=cfg.nc_first_task)
-    meta = torch.device("meta")
-    with meta:  # the network, optimizer and buffer the build creates take no memory
-        build_trial(cfg, meta, dataset)

@@ -64,6 +64,8 @@ class RunOptions:
     # A local sweep's GPUs, re-probed while it runs: which GPU each trial gets (gpu_pool.py).
     # None: Ray's GPU count alone decides (a joined cluster, no NVML, or no GPUs).
     gpu_pool: GpuPool | None = None
+    # Per trial id, its GPU share when packed by memory (packing.py); else gpus_per_trial.
+    gpu_shares: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -95,7 +97,8 @@ def payload(trial: PlannedTrial, sweep: SweepDir, opts: RunOptions) -> dict[str,
         "trial_id": trial.trial_id, "run_name": trial.run_name, "config": trial.config.to_dict(),
         "out_dir": str(sweep.trial_dir(trial.trial_id)), "sweep_dir": str(sweep.root),
         "log_file": log_file_for(trial, sweep, opts.logdir),
-        "cpus": opts.cpus_per_trial, "gpus": opts.gpus_per_trial, "coldsecs": opts.coldsecs,
+        "cpus": opts.cpus_per_trial, "gpus": opts.gpu_shares.get(trial.trial_id, opts.gpus_per_trial),
+        "coldsecs": opts.coldsecs,
         "wandb": tracking.run_settings(opts.wandb_mode, opts.wandb_project, trial.config.dataset, sweep.name,
                                        trial.wandb_name or trial.run_name, trial.trial_id, sweep.wandb),
     }
@@ -158,13 +161,19 @@ def _tuner(trainable, payloads: list[dict[str, Any]], name: str, sweep: SweepDir
 
 
 def trial_resources(opts: RunOptions):
-    """What a trial asks Ray for. With a GPU pool, its GPU share is also a share of the
-    custom resource of the GPU the pool chose for it (so its placement is the pool's)."""
-    base = {"CPU": opts.cpus_per_trial, "GPU": opts.gpus_per_trial}
-    if opts.gpu_pool is None:
-        return {k.lower(): v for k, v in base.items()}
-    return lambda config: PlacementGroupFactory(
-        [{**base, resource_name(config["trial"]["gpu_uuid"]): opts.gpus_per_trial}])
+    """What a trial asks Ray for: its CPUs and GPU share (per trial when packed by memory). With
+    a GPU pool the share is also one of the custom resource of the GPU the pool chose for it
+    (so its placement is the pool's)."""
+    if opts.gpu_pool is None and not opts.gpu_shares:
+        return {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}
+
+    def of(config: dict[str, Any]) -> PlacementGroupFactory:
+        trial = config["trial"]
+        ask = {"CPU": opts.cpus_per_trial, "GPU": trial["gpus"]}
+        if trial.get("gpu_uuid"):
+            ask[resource_name(trial["gpu_uuid"])] = trial["gpus"]
+        return PlacementGroupFactory([ask])
+    return of
 
 
 class PendingTrials(Searcher):
@@ -183,24 +192,24 @@ class PendingTrials(Searcher):
     def __init__(self, payloads: list[dict[str, Any]], pool: GpuPool | None = None):
         super().__init__()
         self.payloads, self.handed_out, self.pool = payloads, 0, pool
-        self.placed: dict[str, str] = {}   # Tune's trial id -> its GPU, until the trial ends
+        self.placed: dict[str, tuple[str, float]] = {}   # Tune's trial id -> (its GPU, share), until it ends
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.handed_out >= len(self.payloads):
             return Searcher.FINISHED
         payload = self.payloads[self.handed_out]
         if self.pool is not None:
-            gpu = self.pool.place()
+            gpu = self.pool.place(payload["gpus"])
             if gpu is None:
                 return None
-            self.placed[trial_id] = gpu
+            self.placed[trial_id] = (gpu, payload["gpus"])
             payload = {**payload, "gpu_uuid": gpu}
         self.handed_out += 1
         return {"trial": payload}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self.placed:
-            self.pool.release(self.placed.pop(trial_id))
+            self.pool.release(*self.placed.pop(trial_id))
 
     def save(self, checkpoint_path: str) -> None:
         Path(checkpoint_path).write_text(f'{{"handed_out": {self.handed_out}}}')
@@ -215,8 +224,9 @@ def _slots(opts: RunOptions) -> int:
 
     have = ray.cluster_resources()
     slots = have.get("CPU", 1.0) / max(opts.cpus_per_trial, 1e-3)
-    if opts.gpus_per_trial > 0:
-        slots = min(slots, have.get("GPU", 0.0) / opts.gpus_per_trial)
+    gpu = min(opts.gpu_shares.values(), default=opts.gpus_per_trial)   # packed: the smallest share
+    if gpu > 0:
+        slots = min(slots, have.get("GPU", 0.0) / gpu)
     return max(1, int(slots))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import types
 from dataclasses import dataclass
+from typing import Callable
 
 import pynvml as real
 
@@ -17,7 +18,7 @@ class FakeGpu:
     name: str = "NVIDIA H100 80GB HBM3"
     capability: tuple[int, int] = (9, 0)
     total: int = 80 * GB
-    used: int = 1 * GB
+    used: int | Callable[[], int] = 1 * GB   # a callable: read at every query (a load that changes)
     utilization: int | None = 0          # percent; None: NVMLError_NotSupported
     processes: int = 0                   # others' processes, memory not reported
     mig: list["FakeGpu"] | None = None   # MIG mode on: its instances
@@ -79,7 +80,11 @@ def fake_pynvml(gpus: list[FakeGpu], driver_cuda: int = 13000, init_error: bool 
     m.nvmlDeviceGetName = lambda h: h.name
     m.nvmlDeviceGetUUID = lambda h: h.uuid
     m.nvmlDeviceGetCudaComputeCapability = lambda h: h.capability
-    m.nvmlDeviceGetMemoryInfo = lambda h: _Memory(h.total, h.used, h.total - h.used)
+    def memory(h: FakeGpu):
+        used = h.used() if callable(h.used) else h.used
+        return _Memory(h.total, used, h.total - used)
+
+    m.nvmlDeviceGetMemoryInfo = memory
     m.nvmlDeviceGetUtilizationRates = utilization
     m.nvmlDeviceGetComputeRunningProcesses = lambda h: (
         [_Process(-1 - k, None) for k in range(h.processes)] + [_Process(p, b) for p, b in (h.owners or {}).items()])

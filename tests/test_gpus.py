@@ -4,7 +4,6 @@ import dataclasses
 import os
 import re
 import sys
-import time
 
 import pytest
 import torch
@@ -142,34 +141,37 @@ def test_the_pool_follows_the_gpus_between_probes(nvml):
     a, b = FakeGpu("GPU-a", **H100), FakeGpu("GPU-b", used=60 * GB, **H100)
     nvml([a, b])
     said, clock = [], Clock()
-    pool = GpuPool(gpus.probe().gpus, per_gpu=2, threshold=0.3, waitsecs=25, probe=gpus.probe,
-                   say=said.append, clock=clock)
+    pool = GpuPool(gpus.probe().gpus, threshold=0.3, waitsecs=25, probe=gpus.probe, say=said.append, clock=clock)
     pool.refresh(force=True)
     assert said == ["GPUs: GPU1 (GPU-b) held back, others use 75% of its memory"]
-    assert [pool.place(), pool.place(), pool.place()] == ["GPU-a", "GPU-a", None]   # GPU0 is full
-    assert pool.line() == "GPUs GPU0 2/2 | held back GPU1"
+    assert [pool.place(0.5), pool.place(0.5), pool.place(0.5)] == ["GPU-a", "GPU-a", None]   # GPU0 is full
+    assert pool.line() == "GPUs GPU0 2 (100%) | held back GPU1"
     a.used, b.used = 70 * GB, 1 * GB
     clock.now = 24.0
-    assert pool.place() is None and len(said) == 1                       # the reading is not due yet
+    assert pool.place(0.5) is None and len(said) == 1                    # the reading is not due yet
     clock.now = 25.0
-    assert pool.place() == "GPU-b"
+    assert pool.place(0.5) == "GPU-b"
     assert said[1:] == ["GPUs: GPU0 (GPU-a) held back, others use 88% of its memory; our 2 trials on it go on",
                         "GPUs: GPU1 (GPU-b) is idle again: it gets trials"]
-    pool.release("GPU-a")
-    assert pool.place() == "GPU-b" and pool.place() is None               # GPU0 has room but is busy
-    assert pool.line() == "GPUs GPU1 2/2 | held back GPU0 (1 ours)"
+    pool.release("GPU-a", 0.5)
+    assert pool.place(0.5) == "GPU-b" and pool.place(0.5) is None         # GPU0 has room but is busy
+    assert pool.line() == "GPUs GPU1 2 (100%) | held back GPU0 (1 ours)"
     nvml([], init_error=True)                                             # NVML fails for a moment
     clock.now = 60.0
-    pool.release("GPU-b")
-    assert pool.place() == "GPU-b" and said[-1].startswith("GPUs: NVML reading failed")
+    pool.release("GPU-b", 0.5)
+    assert pool.place(0.5) == "GPU-b" and said[-1].startswith("GPUs: NVML reading failed")
 
 
-def test_fewest_of_ours_first_and_the_users_order_breaks_ties(nvml):
+def test_least_loaded_first_the_users_order_breaks_ties_and_shares_add_up(nvml):
     nvml([FakeGpu(f"GPU-{k}", **H100) for k in "abc"])
-    pool = GpuPool(gpus.probe().gpus, per_gpu=4, threshold=0.3, waitsecs=25, probe=gpus.probe, say=print)
-    assert [pool.place() for _ in range(4)] == ["GPU-a", "GPU-b", "GPU-c", "GPU-a"]
-    pool.release("GPU-b")
-    assert pool.place() == "GPU-b"
+    pool = GpuPool(gpus.probe().gpus, threshold=0.3, waitsecs=25, probe=gpus.probe, say=print)
+    assert [pool.place(0.25) for _ in range(4)] == ["GPU-a", "GPU-b", "GPU-c", "GPU-a"]
+    pool.release("GPU-b", 0.25)
+    assert pool.place(0.25) == "GPU-b"
+    # trials of other builds ask other shares (packing by memory): a GPU takes what adds up to 1
+    assert [pool.place(0.5), pool.place(0.5), pool.place(0.5), pool.place(0.5)] == ["GPU-b", "GPU-c", "GPU-a", None]
+    assert [pool.place(0.25), pool.place(0.25), pool.place(0.25)] == ["GPU-b", "GPU-c", None]
+    assert pool.line() == "GPUs GPU0 3 (100%), GPU1 3 (100%), GPU2 3 (100%)"
 
 
 @pytest.mark.slow
@@ -202,11 +204,10 @@ def test_ray_gets_every_allowed_gpu_by_uuid_each_a_resource_of_its_own(nvml, mon
 @pytest.mark.slow
 def test_a_sweep_moves_to_the_gpu_others_leave_and_says_which_are_in_use(nvml, monkeypatch, tmp_path):
     """A real local Ray on two fake GPUs (NVML faked), 2 trials fit per GPU. GPU1 starts busy,
-    so trials go to GPU0; after two trials have finished, another user fills GPU0 and frees
-    GPU1: the next trials go to GPU1, each trial's process sees only its GPU, and the progress
-    output says what changed and which GPUs are in use."""
+    so trials go to GPU0; once two trials have finished, another user fills GPU0 and frees
+    GPU1 (NVML says so from then on): the next trials go to GPU1, each trial's process sees
+    only its GPU, and the progress output says what changed and which GPUs are in use."""
     import io
-    import threading
 
     from orchestrator import sweep
     from orchestrator.cluster import gpu_pool
@@ -216,42 +217,32 @@ def test_a_sweep_moves_to_the_gpu_others_leave_and_says_which_are_in_use(nvml, m
     for key in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "PYTHONPATH", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"):
         monkeypatch.setenv(key, os.environ.get(key, ""))   # restored after the test
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    a, b = FakeGpu("GPU-aaaa", **H100), FakeGpu("GPU-bbbb", used=60 * GB, **H100)
-    nvml([a, b])
     trials = [dataclasses.replace(t, config=dataclasses.replace(t.config, device="cpu"))  # the GPUs are fake
               for t in sweep.expand(sweep.spec_from_flags(dict(
                   datasets=["seq-synth"], models=["sgd"], methods=["bn"], num_seeds=6, buffer_sizes=[20],
                   data_args={"seq-synth": {"train_per_class": 8, "test_per_class": 4, "image_size": 8}})))]
     sd = SweepDir(tmp_path, "follow")
-    done = threading.Event()
 
-    def another_user():   # fills GPU0 and leaves GPU1 once two trials have finished
-        while not done.is_set():
-            if sum(sd.is_done(t.trial_id) for t in trials) >= 2:
-                a.used, b.used = 70 * GB, 1 * GB
-                return
-            time.sleep(0.05)
+    def flipped() -> bool:   # another user moves from GPU1 to GPU0 once two trials have finished
+        return sum(sd.is_done(t.trial_id) for t in trials) >= 2
 
-    opts = ClusterOptions(num_cpus=2, waitsecs=0.2, dashboard_port=None)
+    a = FakeGpu("GPU-aaaa", used=lambda: 70 * GB if flipped() else 1 * GB, **H100)
+    b = FakeGpu("GPU-bbbb", used=lambda: 1 * GB if flipped() else 60 * GB, **H100)
+    nvml([a, b])
+    opts = ClusterOptions(num_cpus=2, waitsecs=0.001, dashboard_port=None)   # a fresh reading per placement
     out_stream = io.StringIO()
     with session(opts, print) as info:
         pool = gpu_pool(info, opts, 0.5, say=print)
         assert pool.held == {"GPU-bbbb": "others use 75% of its memory"}
-        watcher = threading.Thread(target=another_user)
-        watcher.start()
-        try:
-            out = run_sweep(trials, sd, RunOptions(cpus_per_trial=0.5, gpus_per_trial=0.5, gpu_pool=pool,
-                                                   progress_every_s=0.0), board_stream=out_stream)
-        finally:
-            done.set()
-            watcher.join()
+        out = run_sweep(trials, sd, RunOptions(cpus_per_trial=0.5, gpus_per_trial=0.5, gpu_pool=pool,
+                                               progress_every_s=0.0), board_stream=out_stream)
     assert sorted(out.finished) == sorted(t.trial_id for t in trials) and not out.failed
     seen = [out.last_results[t.trial_id]["cuda_visible_devices"] for t in trials]   # in plan order
     assert seen[:2] == ["GPU-aaaa"] * 2 and seen[-1] == "GPU-bbbb" and set(seen) == {"GPU-aaaa", "GPU-bbbb"}
-    assert seen.count("GPU-aaaa") <= 4   # at most the 2 running at the flip and 2 before
+    assert seen.count("GPU-aaaa") <= 4   # the 2 finished at the flip and at most 2 placed then
     text = out_stream.getvalue()
     assert "GPUs: GPU0 (GPU-aaaa) held back, others use 88% of its memory" in text
     assert "GPUs: GPU1 (GPU-bbbb) is idle again: it gets trials" in text
-    assert re.search(r"\| GPUs GPU0 \d/2 \| held back GPU1", text)       # the progress line, before
-    assert re.search(r"\| GPUs GPU1 \d/2 \| held back GPU0", text)       # and after
-    assert pool.ours == {"GPU-aaaa": 0, "GPU-bbbb": 0}                   # every slot given back
+    assert re.search(r"\| GPUs GPU0 \d \(\d+%\) \| held back GPU1", text)   # the progress line, before
+    assert re.search(r"\| GPUs GPU1 \d \(\d+%\) \| held back GPU0", text)   # and after
+    assert pool.ours == {"GPU-aaaa": 0, "GPU-bbbb": 0} and pool.load == {"GPU-aaaa": 0.0, "GPU-bbbb": 0.0}

@@ -43,6 +43,9 @@ class DatasetSpec:
     # (n_classes, (C, H, W)) the data will have, from the options alone: the launcher's pre-flight
     # builds every network from it without loading anything
     geometry: Callable[[Mapping[str, Any]], tuple[int, tuple[int, int, int]]] | None = None
+    # (train, test) images the data will have, from the options alone: the launcher's GPU
+    # memory estimate (engine/memory.py)
+    rows: Callable[[Mapping[str, Any]], tuple[int, int]] | None = None
     archive: Archive | None = None        # downloadable: fetched when missing (engine/datasets/download.py)
     # a cheap check that the data under root are there and readable (the launcher's data stage);
     # None: loading them is cheap enough to be the check

@@ -98,6 +98,7 @@ REGISTRY.register("seq-cifar10")(DatasetSpec(
     name="seq-cifar10", load=load_cifar10, n_tasks=5,
     mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2615), crop_padding=4, flip=True,
     default_backbone="resnet18", options=OPTIONS, geometry=fixed(10, (3, 32, 32)),
+    rows=lambda o: (50_000, 10_000),
     archive=Archive("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
                     "c58f30108f718f92721af3b95e74349a", "cifar-10-batches-py"),
     source="<data_root>/cifar-10-batches-py (torchvision format; downloaded when missing)"))
@@ -106,6 +107,7 @@ REGISTRY.register("seq-cifar100")(DatasetSpec(
     name="seq-cifar100", load=load_cifar100, n_tasks=10,
     mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761), crop_padding=4, flip=True,
     default_backbone="resnet18", options=OPTIONS, geometry=fixed(100, (3, 32, 32)),
+    rows=lambda o: (50_000, 10_000),
     archive=Archive("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
                     "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python"),
     source="<data_root>/cifar-100-python (torchvision format; downloaded when missing)"))

@@ -35,4 +35,5 @@ def load_digits(root: Path, options: Mapping[str, Any]) -> RawData:
 REGISTRY.register("seq-digits")(DatasetSpec(
     name="seq-digits", load=load_digits, n_tasks=5, mean=(0.30,), std=(0.38,), crop_padding=1,
     flip=False, default_backbone="resnet18_reduced", geometry=fixed(10, (1, 8, 8)),
+    rows=lambda o: (1_442, 355),
     source="scikit-learn's bundled digits (no download)"))

@@ -187,4 +187,5 @@ REGISTRY.register(NAME)(DatasetSpec(
     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop_padding=28, flip=True,
     default_backbone="resnet18_imagenet", options=OPTIONS, check=check_imagenet100,
     geometry=lambda o: (len(ICARL_ORDER), (3, o["image_size"], o["image_size"])),
+    rows=lambda o: (130_000, 5_000),   # at most 1300 train images per ImageNet class, 50 val
     source="<data_root>/imagenet100: classes.txt (100 WordNet ids) + train/<wnid>/, val/<wnid>/ (ImageFolder)"))

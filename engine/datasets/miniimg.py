@@ -163,4 +163,5 @@ REGISTRY.register("seq-miniimg")(DatasetSpec(
     mean=(0.47313006, 0.44905752, 0.40378186), std=(0.27292014, 0.26559181, 0.27953038),
     crop_padding=4, flip=True, default_backbone="resnet18", check=check_miniimg,
     geometry=fixed(N_CLASSES, (3, 84, 84)),
+    rows=lambda o: (500 * N_CLASSES, 100 * N_CLASSES),
     source=f"<data_root>/{FOLDER} (mammoth's train_x.npy... or the mini-imagenet-cache-*.pkl files)"))

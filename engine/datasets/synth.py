@@ -48,4 +48,5 @@ REGISTRY.register("seq-synth")(DatasetSpec(
     name="seq-synth", load=load_synth, n_tasks=5, mean=(0.5,), std=(0.25,),
     crop_padding=2, flip=True, default_backbone="resnet18_reduced", options=OPTIONS,
     geometry=lambda o: (o["n_classes"], (o["channels"], o["image_size"], o["image_size"])),
+    rows=lambda o: (o["train_per_class"] * o["n_classes"], o["test_per_class"] * o["n_classes"]),
     source="generated in memory"))

@@ -158,4 +158,5 @@ REGISTRY.register("seq-tinyimg")(DatasetSpec(
     name="seq-tinyimg", load=load_tinyimg, n_tasks=10,
     mean=(0.4802, 0.4480, 0.3975), std=(0.2770, 0.2691, 0.2821), crop_padding=4, flip=True,
     default_backbone="resnet18", check=check_tinyimg, geometry=fixed(200, (3, SIZE, SIZE)),
+    rows=lambda o: (100_000, 10_000),
     source=f"<data_root>/{FOLDER} (unzip {URL})"))

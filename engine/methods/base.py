@@ -228,7 +228,7 @@ class Method:
         """Backbone features of un-augmented uint8 rows, in eval mode (herding, class means)."""
         was_training = self.net.training
         self.net.eval()
-        out = [self.net.features(self.data.normalize(chunk)) for chunk in x.split(eval_chunk(self.device))]
+        out = [self.net.features(self.data.normalize(chunk)) for chunk in x.split(eval_chunk(self.device, self.data.input_shape))]
         self.net.train(was_training)
         return torch.cat(out) if out else torch.empty(0, device=self.device)
 
