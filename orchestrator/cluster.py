@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import logging
 import os
 import socket
@@ -19,7 +20,7 @@ from typing import Callable, Iterator
 
 from engine.datasets.download import NO_DOWNLOAD_ENV
 from engine.errors import ConfigError
-from orchestrator import gpus
+from orchestrator import dashboard, gpus
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Trials that ask for 0 GPUs must see none (Ray >= 2.48 leaves CUDA_VISIBLE_DEVICES alone);
@@ -39,6 +40,7 @@ class ClusterOptions:
     num_gpus: int | None = None          # local: declare this many GPUs instead of probing (tests)
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int | None = None    # None: 8265 or the next free port
+    sweep_name: str | None = None        # names the Ray job: "normsweep: <name>" (dashboard.job_name)
 
 
 @dataclass
@@ -89,7 +91,7 @@ def session(opts: ClusterOptions, say: Say) -> Iterator[ClusterInfo]:
     if ray.is_initialized():
         yield describe(ray, owned=False, address=ray.get_runtime_context().gcs_address)
         return
-    info = join(opts, say) if opts.address else start_local(opts, say)
+    info = join(opts, say) if opts.address or dashboard.in_ray_job() else start_local(opts, say)
     try:
         yield info
     finally:
@@ -123,7 +125,7 @@ def start_local(opts: ClusterOptions, say: Say) -> ClusterInfo:
     ctx = ray.init(address="local", num_cpus=opts.num_cpus, num_gpus=n_gpus,
                    object_store_memory=object_store_bytes(), include_dashboard=True,
                    dashboard_host=opts.dashboard_host, dashboard_port=opts.dashboard_port,
-                   log_to_driver=False, logging_level="WARNING")
+                   log_to_driver=False, logging_level="WARNING", job_config=dashboard.job_config(opts.sweep_name))
     info = describe(ray, owned=True, address=ctx.address_info.get("gcs_address", "local"),
                     dashboard=ctx.dashboard_url)
     info.notes = notes + info.notes
@@ -145,14 +147,27 @@ def choose_gpus(opts: ClusterOptions, say: Say) -> tuple[list[gpus.GpuStatus], s
 def join(opts: ClusterOptions, say: Say) -> ClusterInfo:
     import ray
 
-    check_address(opts.address)
-    env = {"working_dir": str(REPO_ROOT), "excludes": SHIP_EXCLUDES, "env_vars": dict(WORKER_ENV)}
+    address, env = _join_target(opts)
     try:
-        ctx = ray.init(address=opts.address, runtime_env=env, log_to_driver=False, logging_level="WARNING")
+        ctx = ray.init(address=address, runtime_env=env, log_to_driver=False, logging_level="WARNING",
+                       job_config=dashboard.job_config(opts.sweep_name))
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ConfigError(f"--address {opts.address}: cannot join the cluster "
+        where = f"--address {address}" if opts.address else f"the Ray job's cluster {address}"
+        raise ConfigError(f"{where}: cannot join the cluster "
                           f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
-    return describe(ray, owned=True, address=opts.address, dashboard=ctx.dashboard_url)
+    dashboard.name_submitted_job(opts.sweep_name)
+    return describe(ray, owned=True, address=address, dashboard=ctx.dashboard_url)
+
+
+def _join_target(opts: ClusterOptions) -> tuple[str, dict]:
+    """--address: ship this checkout as the job's working_dir. Inside `ray job submit` (no
+    --address): the job's cluster (RAY_ADDRESS) and the working_dir it already shipped."""
+    if opts.address:
+        check_address(opts.address)
+        return opts.address, {"working_dir": str(REPO_ROOT), "excludes": SHIP_EXCLUDES, "env_vars": dict(WORKER_ENV)}
+    job_env = json.loads(os.environ[dashboard.SUBMISSION_ENV]).get("runtime_env") or {}
+    return os.environ.get("RAY_ADDRESS", "auto"), {  # Ray refuses to merge a variable set twice
+        "env_vars": {k: v for k, v in WORKER_ENV.items() if k not in (job_env.get("env_vars") or {})}}
 
 
 def describe(ray, owned: bool, address: str, dashboard: str | None = None) -> ClusterInfo:
