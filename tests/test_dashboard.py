@@ -1,5 +1,13 @@
 """Watching a sweep where users look (issue 19), on one real local Ray started the way the
-launcher starts it: Tune's own records load with Tune's tools. Slow: ~40 s on 2 cores."""
+launcher starts it: the dashboard names the job, the trial actors and their tasks, and each
+worker's log carries its trials' headers (seen through Ray's state API, what the dashboard
+reads); our metrics are on Ray's Prometheus endpoint; Tune's own records load with Tune's
+tools. Slow: ~1 min on 2 cores."""
+import re
+import time
+from pathlib import Path
+from urllib.request import urlopen
+
 import pytest
 from ray import tune
 
@@ -15,6 +23,69 @@ pytestmark = pytest.mark.slow
 def ray_cluster():
     with session(ClusterOptions(num_cpus=2, num_gpus=0, sweep_name="watched"), say=print) as info:
         yield info
+
+
+@pytest.fixture(scope="module")
+def watched_sweep(ray_cluster, tmp_path_factory):
+    """Three trials on two trial processes (reused), as the dashboard sees them."""
+    trials = plan(num_seeds=3)
+    sd = SweepDir(tmp_path_factory.mktemp("watched"), "watched")
+    out = run_sweep(trials, sd, RunOptions(cpus_per_trial=1))
+    assert sorted(out.finished) == sorted(t.trial_id for t in trials)
+    return trials, sd
+
+
+def test_the_job_is_named_after_the_sweep(ray_cluster):
+    import ray
+    from ray.util.state import list_jobs
+
+    (job,) = [j for j in list_jobs(detail=True) if j.job_id == ray.get_runtime_context().get_job_id()]
+    assert job.metadata["job_name"] == "normsweep: watched"   # the Jobs page's Name column
+
+
+def test_trial_actors_and_tasks_carry_run_names_and_logs_start_with_the_trial_header(watched_sweep):
+    from ray.util.state import get_log, list_actors, list_tasks
+
+    trials, sd = watched_sweep
+    names = {t.run_name for t in trials}
+    # Actors page: Repr = the run name of the trial each process was made for (Ray reads it once;
+    # two processes ran the three trials)
+    actors = [a for a in list_actors(detail=True) if a.class_name.endswith("ResourceTrainable")]
+    assert len(actors) == 2 and {a.repr_name for a in actors} < names
+    task_names = {t.name for t in list_tasks(filters=[("type", "=", "ACTOR_TASK")], detail=True, limit=10000)}
+    assert {a.repr_name + ".train" for a in actors} <= task_names  # the job page's task names
+    worker_logs = "".join("".join(get_log(actor_id=a.actor_id, suffix="out")) for a in actors)
+    for t in trials:                                               # Logs: each trial's header
+        own = Path(sd.planned(t.trial_id)["log_file"]).read_text().splitlines()
+        header = [re.sub(r"^\[[\d:]+\] ", "", line) for line in own[:2]]
+        assert header[0].startswith("start: pid") and header[1].startswith("same trial by hand:")
+        block = f":actor_name:{t.run_name}\ntrial {t.run_name} ({t.trial_id}), log {sd.planned(t.trial_id)['log_file']}\n"
+        assert block + "\n".join(header) + "\n" in worker_logs
+
+
+def test_sweep_and_trial_metrics_are_on_rays_prometheus_endpoint(watched_sweep):
+    import ray
+
+    from orchestrator.ray_metrics import SweepGauges
+
+    trials, _ = watched_sweep
+    SweepGauges("watched").gpu("GPU-fake-uuid", +2)   # what the driver sets when a trial gets a GPU
+    (node,) = [n for n in ray.nodes() if n["Alive"]]
+    url = f"http://127.0.0.1:{node['MetricsExportPort']}/metrics"
+    wanted = ['ray_normsweep_trials{', 'state="finished"', 'ray_normsweep_trial_steps_per_s{',
+              'ray_normsweep_trial_task{', 'ray_normsweep_trial_class_il_acc{', 'ray_normsweep_tasks_finished',
+              'ray_normsweep_gpu_trials{', 'gpu="GPU-fake-uuid"', *(f'run="{t.run_name}"' for t in trials)]
+    deadline, text = time.time() + 60, ""
+    while time.time() < deadline:   # the node's agent exports every few seconds
+        text = urlopen(url, timeout=10).read().decode()
+        if all(w in text for w in wanted):
+            break
+        time.sleep(2)
+    ours = "\n".join(line for line in text.splitlines() if "normsweep" in line)
+    assert all(w in text for w in wanted), [w for w in wanted if w not in text]
+    finished = re.search(r'ray_normsweep_trials\{[^}]*state="finished"[^}]*\} (\S+)', ours)
+    assert finished and float(finished.group(1)) == 3, ours
+    assert re.search(r'ray_normsweep_trial_task\{[^}]*\} 5\.0', ours), ours      # tasks 1..5: the last
 
 
 def test_tune_records_load_with_tunes_own_tools_with_flat_config_columns(ray_cluster, tmp_path):
