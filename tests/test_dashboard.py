@@ -89,7 +89,7 @@ def test_sweep_and_trial_metrics_are_on_rays_prometheus_endpoint(watched_sweep):
 
 
 def test_tune_records_load_with_tunes_own_tools_with_flat_config_columns(ray_cluster, tmp_path):
-    from orchestrator.trainable import train_one
+    from orchestrator.trainable import TrialTrainable
 
     trials = plan(num_seeds=2, methods=["bn", "gn"])
     sd = SweepDir(tmp_path, "records")
@@ -103,7 +103,7 @@ def test_tune_records_load_with_tunes_own_tools_with_flat_config_columns(ray_clu
     assert sorted(zip(df["config/norm"], df["config/seed"])) == [("bn", 0), ("bn", 1), ("gn", 0), ("gn", 1)]
     assert sorted(df["config/trial_id"]) == sorted(t.trial_id for t in trials)
     assert set(df["status"]) == {"finished"}
-    results = tune.Tuner.restore(str(run), trainable=train_one).get_results()
+    results = tune.Tuner.restore(str(run), trainable=TrialTrainable).get_results()
     assert not results.errors and len(results) == 4
     assert sorted(r.config["run_name"] for r in results) == sorted(t.run_name for t in trials)
     assert {"config/norm", "config/seed"} <= set(results.get_dataframe().columns)
