@@ -160,14 +160,14 @@ def join(opts: ClusterOptions, say: Say) -> ClusterInfo:
 
 
 def _join_target(opts: ClusterOptions) -> tuple[str, dict]:
-    """--address: ship this checkout as the job's working_dir. Inside `ray job submit` (no
-    --address): the job's cluster (RAY_ADDRESS) and the working_dir it already shipped."""
-    if opts.address:
-        check_address(opts.address)
-        return opts.address, {"working_dir": str(REPO_ROOT), "excludes": SHIP_EXCLUDES, "env_vars": dict(WORKER_ENV)}
-    job_env = json.loads(os.environ[dashboard.SUBMISSION_ENV]).get("runtime_env") or {}
-    return os.environ.get("RAY_ADDRESS", "auto"), {  # Ray refuses to merge a variable set twice
-        "env_vars": {k: v for k, v in WORKER_ENV.items() if k not in (job_env.get("env_vars") or {})}}
+    """--address: ship this checkout as the job's working_dir. Inside `ray job submit`: the
+    job's cluster (RAY_ADDRESS) and the working_dir it has shipped (Ray refuses a second one)."""
+    if dashboard.in_ray_job():
+        job_env = json.loads(os.environ[dashboard.SUBMISSION_ENV]).get("runtime_env") or {}
+        return opts.address or os.environ.get("RAY_ADDRESS", "auto"), {  # nor a variable set twice
+            "env_vars": {k: v for k, v in WORKER_ENV.items() if k not in (job_env.get("env_vars") or {})}}
+    check_address(opts.address)
+    return opts.address, {"working_dir": str(REPO_ROOT), "excludes": SHIP_EXCLUDES, "env_vars": dict(WORKER_ENV)}
 
 
 def describe(ray, owned: bool, address: str, dashboard: str | None = None) -> ClusterInfo:

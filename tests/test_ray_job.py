@@ -1,8 +1,8 @@
 """`ray job submit` against a running cluster (a local `ray start --head`, in its own temp dir
-and ports, so other Ray clusters on this machine are left alone): the sweep runs after the
-submitting client has gone (--no-wait), its output is in `ray job logs`, its results land as
-with a plain launch, the job is named after the sweep, and submitting the same command again
-runs nothing twice. Slow: ~1.5 min on 2 cores."""
+and ports, so other Ray clusters on this machine are left alone): the sweep runs on after the
+submitting client is killed mid-sweep (or never waits: --no-wait), its output is in `ray job
+logs`, its results land as with a plain launch, the job is named after the sweep, and
+submitting the same command again runs nothing twice. Slow: ~45 s on 2 cores."""
 import json
 import os
 import re
@@ -77,11 +77,9 @@ def _cmdline_names(pid: str, text: str) -> bool:
         return False
 
 
-def submit(url, env, results, sid):
-    return subprocess.run(
-        [RAY, "job", "submit", "--address", url, "--submission-id", sid, "--working-dir", str(ROOT), "--no-wait",
-         "--", "python", "launcher.py", "--yes", "--results_dir", str(results), *SWEEP],
-        env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+def submit_command(url, results, sid, *client_flags):
+    return [RAY, "job", "submit", "--address", url, "--submission-id", sid, "--working-dir", str(ROOT),
+            *client_flags, "--", "python", "launcher.py", "--yes", "--results_dir", str(results), *SWEEP]
 
 
 def wait_for(url, env, sid, timeout_s=240):
@@ -105,8 +103,16 @@ def job_logs(url, env, sid):
 def test_a_submitted_sweep_runs_without_its_client_and_a_resubmission_runs_nothing_twice(head, tmp_path):
     url, env = head
     results = tmp_path / "results"
-    first = submit(url, env, results, "normsweep-first")
-    assert first.returncode == 0, first.stdout + first.stderr       # --no-wait: the client is gone now
+    # the client follows the job's output until the sweep's first trial logs, then dies
+    client = subprocess.Popen(submit_command(url, results, "normsweep-first"), env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline and not list((results / "jobsweep" / "_logs").glob("*.txt")):
+        assert client.poll() is None, "the submitting client ended before the sweep started"
+        time.sleep(0.2)
+    client.kill()
+    client.wait()
+    assert not list((results / "jobsweep").glob("*/result.json")), "the sweep ended before its client died"
     info = wait_for(url, env, "normsweep-first")
     logs = job_logs(url, env, "normsweep-first")
     assert info["status"] == "SUCCEEDED", logs
@@ -116,8 +122,9 @@ def test_a_submitted_sweep_runs_without_its_client_and_a_resubmission_runs_nothi
     assert len(done) == 2 and (results / "jobsweep" / "trials.csv").exists()
     assert len(list((results / "jobsweep" / "_logs").glob("*.txt"))) == 2
 
-    again = submit(url, env, results, "normsweep-again")
-    assert again.returncode == 0, again.stdout + again.stderr
+    again = subprocess.run(submit_command(url, results, "normsweep-again", "--no-wait"), env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr     # --no-wait: the client never waits
     info = wait_for(url, env, "normsweep-again")
     logs = job_logs(url, env, "normsweep-again")
     assert info["status"] == "SUCCEEDED" and "Nothing to run" in logs, logs
@@ -126,9 +133,7 @@ def test_a_submitted_sweep_runs_without_its_client_and_a_resubmission_runs_nothi
 
 def test_a_relative_results_dir_inside_a_ray_job_is_refused_in_one_line(head):
     url, env = head
-    proc = subprocess.run(
-        [RAY, "job", "submit", "--address", url, "--working-dir", str(ROOT), "--",
-         "python", "launcher.py", "--yes", "--results_dir", "results", *SWEEP],
-        env=env, capture_output=True, text=True, timeout=180, cwd=ROOT)
+    proc = subprocess.run(submit_command(url, "results", "normsweep-relative"), env=env, capture_output=True,
+                          text=True, timeout=180, cwd=ROOT)
     assert proc.returncode != 0
     assert re.search(r"error: --results_dir 'results' inside a Ray job: give an absolute path", proc.stdout + proc.stderr)
