@@ -1,11 +1,12 @@
 """The function Ray Tune runs for one trial: engine trial -> `tune.report` after every task.
 
 Tune's trial config is flat (orchestrator/tune_config.py); `payload_of` gives back the runner's
-plain data (resolved engine config, paths, W&B settings). The engine resumes by itself from `<out_dir>/checkpoint.pt`, written at every task
-boundary; the trial directory is on storage every node sees (the launcher checks it), so a
-retry on any node continues from there. The checkpoint is not handed to Tune as well: with
-`CheckpointConfig(num_to_keep)` every such report forces a full rewrite of Tune's experiment
-state, O(trials) per task and O(trials^2) per sweep (benchmarks/RESULTS.md, issue 20).
+plain data (resolved engine config, paths, W&B settings). The engine resumes by itself from
+`<out_dir>/checkpoint.pt`, written at every task boundary; the trial directory is on storage
+every node sees (the launcher checks it), so a retry on any node continues from there. The
+checkpoint is not handed to Tune as well: with `CheckpointConfig(num_to_keep)` every such
+report forces a full rewrite of Tune's experiment state, O(trials) per task and O(trials^2)
+per sweep (benchmarks/RESULTS.md, issue 20).
 
 Failures: a non-finite loss (TrainingError) or a config the engine rejects is deterministic:
 the trial records error.json and ends *without raising*, so Tune does not retry it. Anything
