@@ -49,10 +49,15 @@ def test_trial_actors_and_tasks_carry_run_names_and_logs_start_with_the_trial_he
     trials, sd = watched_sweep
     names = {t.run_name for t in trials}
     # Actors page: Repr = the run name of the trial each process was made for (Ray reads it once;
-    # two processes ran the three trials)
+    # two or three processes ran the three trials, as Tune's reuse happened to go)
     actors = [a for a in list_actors(detail=True) if a.class_name.endswith("ResourceTrainable")]
-    assert len(actors) == 2 and {a.repr_name for a in actors} < names
-    task_names = {t.name for t in list_tasks(filters=[("type", "=", "ACTOR_TASK")], detail=True, limit=10000)}
+    assert len(actors) in (2, 3) and {a.repr_name for a in actors} <= names
+    deadline = time.time() + 30
+    while True:   # task events reach the state API a little after the tasks ran
+        task_names = {t.name for t in list_tasks(filters=[("type", "=", "ACTOR_TASK")], detail=True, limit=10000)}
+        if {a.repr_name + ".train" for a in actors} <= task_names or time.time() > deadline:
+            break
+        time.sleep(1)
     assert {a.repr_name + ".train" for a in actors} <= task_names  # the job page's task names
     worker_logs = "".join("".join(get_log(actor_id=a.actor_id, suffix="out")) for a in actors)
     for t in trials:                                               # Logs: each trial's header
