@@ -160,6 +160,7 @@ def _plan(parser: argparse.ArgumentParser, args: dict, report_only: bool = False
     from engine.errors import ConfigError
     from orchestrator import sweep
     from orchestrator.flag_types import check_preset
+    from orchestrator.dashboard import in_ray_job
     from orchestrator.ledger import SweepDir
 
     preset = {}
@@ -169,6 +170,9 @@ def _plan(parser: argparse.ArgumentParser, args: dict, report_only: bool = False
     flags.setdefault("name", Path(args["config"]).stem if "config" in args else "sweep")
     flags["data_root"] = str(Path(flags.get("data_root", "data")).expanduser().resolve())
     run = {k: flags[k] for k in RUN_DEFAULTS}
+    if in_ray_job() and not Path(str(run["results_dir"])).expanduser().is_absolute():
+        raise ConfigError(f"--results_dir {run['results_dir']!r} inside a Ray job: give an absolute path every "
+                          "node sees (a relative one would land in the job's temporary copy of the checkout)")
     spec = sweep.spec_from_flags({k: v for k, v in flags.items() if k in sweep.DEFAULTS})
     sweep_dir = SweepDir(flags["results_dir"], str(flags["name"]))
     if report_only:
@@ -273,18 +277,19 @@ def _confirm() -> bool:
 def _launch(pending, n_done: int, sweep_dir, run: dict) -> int:
     from engine.errors import ConfigError
     from orchestrator import cluster, packing, runner, tracking
+    from orchestrator.dashboard import in_ray_job
 
     wandb_mode, wandb_note = tracking.choose_mode(run["nowandb"])
     opts = cluster.ClusterOptions(address=run["address"], usage_threshold=run["usage_threshold"],
                                   waitsecs=run["waitsecs"], want_gpus=run["gpus_per_trial"] != 0,
-                                  dashboard_port=run["dashboard_port"])
+                                  dashboard_port=run["dashboard_port"], sweep_name=sweep_dir.name)
     try:
         with cluster.session(opts, say=print) as info:
             gpus_per_trial, note = cluster.fit_trial_resources(info, run["cpus_per_trial"], run["gpus_per_trial"])
             # (a local start has already said why there is no GPU)
             for line in info.notes + ([note] if note and not info.notes else []) + cluster.dashboard_lines(info):
                 print(line)
-            if run["address"]:
+            if run["address"] or in_ray_job():
                 cluster.check_shared_storage(sweep_dir.root)
             if wandb_note:
                 print(wandb_note)

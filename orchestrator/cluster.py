@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import logging
 import os
 import socket
@@ -21,7 +22,7 @@ from typing import Callable, Iterator
 
 from engine.datasets.download import NO_DOWNLOAD_ENV
 from engine.errors import ConfigError
-from orchestrator import gpus
+from orchestrator import dashboard, gpus
 from orchestrator.gpu_pool import GpuPool, our_pids, resource_name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +43,7 @@ class ClusterOptions:
     num_gpus: int | None = None          # local: declare this many GPUs instead of probing (tests)
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int | None = None    # None: 8265 or the next free port
+    sweep_name: str | None = None        # names the Ray job: "normsweep: <name>" (dashboard.job_name)
 
 
 @dataclass
@@ -93,7 +95,7 @@ def session(opts: ClusterOptions, say: Say) -> Iterator[ClusterInfo]:
     if ray.is_initialized():
         yield describe(ray, owned=False, address=ray.get_runtime_context().gcs_address)
         return
-    info = join(opts, say) if opts.address else start_local(opts, say)
+    info = join(opts, say) if opts.address or dashboard.in_ray_job() else start_local(opts, say)
     try:
         yield info
     finally:
@@ -129,7 +131,7 @@ def start_local(opts: ClusterOptions, say: Say) -> ClusterInfo:
     ctx = ray.init(address="local", num_cpus=opts.num_cpus, num_gpus=n_gpus, resources=per_gpu,
                    object_store_memory=object_store_bytes(), include_dashboard=True,
                    dashboard_host=opts.dashboard_host, dashboard_port=opts.dashboard_port,
-                   log_to_driver=False, logging_level="WARNING")
+                   log_to_driver=False, logging_level="WARNING", job_config=dashboard.job_config(opts.sweep_name))
     info = describe(ray, owned=True, address=ctx.address_info.get("gcs_address", "local"),
                     dashboard=ctx.dashboard_url)
     info.notes, info.local_gpus = notes + info.notes, chosen
@@ -164,14 +166,27 @@ def gpu_pool(info: ClusterInfo, opts: ClusterOptions, gpus_per_trial: float, say
 def join(opts: ClusterOptions, say: Say) -> ClusterInfo:
     import ray
 
-    check_address(opts.address)
-    env = {"working_dir": str(REPO_ROOT), "excludes": SHIP_EXCLUDES, "env_vars": dict(WORKER_ENV)}
+    address, env = _join_target(opts)
     try:
-        ctx = ray.init(address=opts.address, runtime_env=env, log_to_driver=False, logging_level="WARNING")
+        ctx = ray.init(address=address, runtime_env=env, log_to_driver=False, logging_level="WARNING",
+                       job_config=dashboard.job_config(opts.sweep_name))
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ConfigError(f"--address {opts.address}: cannot join the cluster "
+        where = f"--address {address}" if opts.address else f"the Ray job's cluster {address}"
+        raise ConfigError(f"{where}: cannot join the cluster "
                           f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
-    return describe(ray, owned=True, address=opts.address, dashboard=ctx.dashboard_url)
+    dashboard.name_submitted_job(opts.sweep_name)
+    return describe(ray, owned=True, address=address, dashboard=ctx.dashboard_url)
+
+
+def _join_target(opts: ClusterOptions) -> tuple[str, dict]:
+    """--address: ship this checkout as the job's working_dir. Inside `ray job submit`: the
+    job's cluster (RAY_ADDRESS) and the working_dir it has shipped (Ray refuses a second one)."""
+    if dashboard.in_ray_job():
+        job_env = json.loads(os.environ[dashboard.SUBMISSION_ENV]).get("runtime_env") or {}
+        return opts.address or os.environ.get("RAY_ADDRESS", "auto"), {  # nor a variable set twice
+            "env_vars": {k: v for k, v in WORKER_ENV.items() if k not in (job_env.get("env_vars") or {})}}
+    check_address(opts.address)
+    return opts.address, {"working_dir": str(REPO_ROOT), "excludes": SHIP_EXCLUDES, "env_vars": dict(WORKER_ENV)}
 
 
 def describe(ray, owned: bool, address: str, dashboard: str | None = None) -> ClusterInfo:

@@ -34,7 +34,9 @@ from orchestrator.failfast import FailFast, Tripped, is_crash
 from orchestrator.gpu_pool import GpuPool, resource_name
 from orchestrator.ledger import SweepDir, clear_error, read_error, record_error
 from orchestrator.progress import ProgressBoard
+from orchestrator.ray_metrics import SweepGauges
 from orchestrator.sweep import PlannedTrial
+from orchestrator.tune_config import payload_of, tune_config
 from orchestrator import tracking
 
 # Tune's console output, its automatic CSV/TensorBoard loggers and its Ctrl-C handler give way
@@ -107,7 +109,7 @@ def payload(trial: PlannedTrial, sweep: SweepDir, opts: RunOptions) -> dict[str,
 def run_sweep(trials: list[PlannedTrial], sweep: SweepDir, opts: RunOptions, already_done: int = 0,
               board_stream=None) -> SweepOutcome:
     """Run `trials` (the pending ones) to the end; Ctrl-C -> outcome.interrupted."""
-    from orchestrator.trainable import train_one
+    from orchestrator.trainable import TrialTrainable
 
     outcome = SweepOutcome()
     sweep.prune_tune_checkpoints()   # left by versions that handed checkpoints to Tune
@@ -121,7 +123,7 @@ def run_sweep(trials: list[PlannedTrial], sweep: SweepDir, opts: RunOptions, alr
     if opts.gpu_pool:   # GPU changes get a line each, and the status line says which are in use
         opts.gpu_pool.say, board.status = board.event, opts.gpu_pool.line
     stopper = FailFast(opts.fail_fast)
-    callback = _SweepCallback(board, outcome, stopper)
+    callback = _SweepCallback(board, outcome, stopper, SweepGauges(sweep.name))
     slots = _slots(opts)
     per_tuner = opts.trials_per_tuner or max(1000, 50 * slots)
     stamp = time.strftime("run-%Y%m%d-%H%M%S")
@@ -133,10 +135,11 @@ def run_sweep(trials: list[PlannedTrial], sweep: SweepDir, opts: RunOptions, alr
                 if stopper.tripped:
                     break
                 name = stamp if per_tuner >= len(payloads) else f"{stamp}-{k + 1:03d}"
-                _tuner(train_one, payloads[start:start + per_tuner], name, sweep, opts, stopper, callback).fit()
+                _tuner(TrialTrainable, payloads[start:start + per_tuner], name, sweep, opts, stopper, callback).fit()
     except KeyboardInterrupt:
         outcome.interrupted = True
     finally:
+        callback.gauges.counts(board.counts(), force=True)
         board.close()
         outcome.makespan_s = time.monotonic() - t0
     outcome.stopped = stopper.tripped
@@ -151,8 +154,8 @@ def _tuner(trainable, payloads: list[dict[str, Any]], name: str, sweep: SweepDir
         tune.with_resources(trainable, trial_resources(opts)),
         tune_config=tune.TuneConfig(search_alg=PendingTrials(payloads, opts.gpu_pool), num_samples=len(payloads),
                                     reuse_actors=opts.reuse_actors,
-                                    trial_name_creator=lambda t: t.config["trial"]["run_name"],
-                                    trial_dirname_creator=lambda t: t.config["trial"]["trial_id"]),
+                                    trial_name_creator=lambda t: t.config["run_name"],
+                                    trial_dirname_creator=lambda t: t.config["trial_id"]),
         run_config=tune.RunConfig(
             name=name, storage_path=str(sweep.tune), verbose=0, stop=stopper,
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
@@ -168,7 +171,7 @@ def trial_resources(opts: RunOptions):
         return {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}
 
     def of(config: dict[str, Any]) -> PlacementGroupFactory:
-        trial = config["trial"]
+        trial = payload_of(config)
         ask = {"CPU": opts.cpus_per_trial, "GPU": trial["gpus"]}
         if trial.get("gpu_uuid"):
             ask[resource_name(trial["gpu_uuid"])] = trial["gpus"]
@@ -205,7 +208,7 @@ class PendingTrials(Searcher):
             self.placed[trial_id] = (gpu, payload["gpus"])
             payload = {**payload, "gpu_uuid": gpu}
         self.handed_out += 1
-        return {"trial": payload}
+        return tune_config(payload)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self.placed:
@@ -268,20 +271,24 @@ def one_line(exc: BaseException | str | None) -> str:
 
 
 class _SweepCallback(tune.Callback):
-    """Driver side: feeds the progress board and records crashes in the sweep directory."""
+    """Driver side: feeds the progress board and the sweep's Ray metrics, and records crashes
+    in the sweep directory."""
 
-    def __init__(self, board: ProgressBoard, outcome: SweepOutcome, stopper: FailFast):
-        self.board, self.outcome, self.stopper = board, outcome, stopper
+    def __init__(self, board: ProgressBoard, outcome: SweepOutcome, stopper: FailFast, gauges: SweepGauges):
+        self.board, self.outcome, self.stopper, self.gauges = board, outcome, stopper, gauges
 
     @staticmethod
     def _info(trial) -> dict[str, Any]:
-        return trial.config["trial"]
+        return payload_of(trial.config)
 
     def on_step_end(self, iteration, trials, **info):
         self.board.tick()
+        self.gauges.counts(self.board.counts())
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.board.started_trial(self._info(trial)["trial_id"])
+        t = self._info(trial)
+        self.board.started_trial(t["trial_id"])
+        self.gauges.gpu(t.get("gpu_uuid"), +1)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         tid = self._info(trial)["trial_id"]
@@ -290,6 +297,7 @@ class _SweepCallback(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         t = self._info(trial)
+        self.gauges.gpu(t.get("gpu_uuid"), -1)
         last = trial.last_result or {}
         if last.get("status") == "failed":  # TrainingError: the trial wrote error.json itself
             self._failed(t, str(last.get("error")), why="not retried")
@@ -299,11 +307,13 @@ class _SweepCallback(tune.Callback):
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         t = self._info(trial)
+        self.gauges.gpu(t.get("gpu_uuid"), -1)   # it starts again
         self.board.retried(f"retrying {t['run_name']} (failure {trial.num_failures}): "
                            f"{one_line(_error_of(trial))}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         t = self._info(trial)
+        self.gauges.gpu(t.get("gpu_uuid"), -1)
         exc = _error_of(trial)
         error = one_line(exc)
         record_error(t["out_dir"], t["trial_id"], error, t["log_file"])

@@ -1,11 +1,12 @@
 """The function Ray Tune runs for one trial: engine trial -> `tune.report` after every task.
 
-`config["trial"]` is plain data built by the runner (resolved engine config, paths, W&B
-settings). The engine resumes by itself from `<out_dir>/checkpoint.pt`, written at every task
-boundary; the trial directory is on storage every node sees (the launcher checks it), so a
-retry on any node continues from there. The checkpoint is not handed to Tune as well: with
-`CheckpointConfig(num_to_keep)` every such report forces a full rewrite of Tune's experiment
-state, O(trials) per task and O(trials^2) per sweep (benchmarks/RESULTS.md, issue 20).
+Tune's trial config is flat (orchestrator/tune_config.py); `payload_of` gives back the runner's
+plain data (resolved engine config, paths, W&B settings). The engine resumes by itself from
+`<out_dir>/checkpoint.pt`, written at every task boundary; the trial directory is on storage
+every node sees (the launcher checks it), so a retry on any node continues from there. The
+checkpoint is not handed to Tune as well: with `CheckpointConfig(num_to_keep)` every such
+report forces a full rewrite of Tune's experiment state, O(trials) per task and O(trials^2)
+per sweep (benchmarks/RESULTS.md, issue 20).
 
 Failures: a non-finite loss (TrainingError) or a config the engine rejects is deterministic:
 the trial records error.json and ends *without raising*, so Tune does not retry it. Anything
@@ -26,15 +27,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
+from ray.tune.trainable.function_trainable import wrap_function
+
 from engine.results import CHECKPOINT_FILE
+from orchestrator.dashboard import announce
 from orchestrator.ledger import clear_error, record_error
+from orchestrator.ray_metrics import TrialGauges
+from orchestrator.tune_config import payload_of
 
 EPOCH_REPORT_EVERY_S = 10.0
 
 
 def train_one(config: dict[str, Any]) -> None:
     """Tune's function trainable."""
-    trial = config["trial"]
+    trial = payload_of(config)
     out_dir = Path(trial["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     if trial["gpus"] == 0:  # belt and braces with RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=1
@@ -48,6 +54,14 @@ def train_one(config: dict[str, Any]) -> None:
     with _trial_log(trial["log_file"]) as log, _exclusive(out_dir, log):
         _cold_start_gate(trial, log)
         _run(trial, out_dir, log)
+
+
+class TrialTrainable(wrap_function(train_one)):
+    """`train_one` as Tune's trainable class, whose repr is the trial's run name: Ray shows it
+    in the Actors page's Repr column and in the actor's task names (see orchestrator/dashboard.py)."""
+
+    def __repr__(self) -> str:
+        return str(getattr(self, "config", {}).get("run_name", "train_one"))
 
 
 def _run(trial: dict[str, Any], out_dir: Path, log: TextIO) -> None:
@@ -72,9 +86,14 @@ def _run(trial: dict[str, Any], out_dir: Path, log: TextIO) -> None:
     cfg = TrialConfig.from_dict(config)
     n_tasks = cfg.n_tasks
     resumed = "resuming from its checkpoint" if (out_dir / CHECKPOINT_FILE).exists() else "from the start"
-    say(f"start: pid {os.getpid()} on {socket.gethostname()}, "
-        f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')!r}, {resumed}")
-    say("same trial by hand: " + engine_command(trial["config"], out_dir, threads))
+    header = [f"start: pid {os.getpid()} on {socket.gethostname()}, "
+              f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')!r}, {resumed}",
+              "same trial by hand: " + engine_command(trial["config"], out_dir, threads)]
+    for line in header:
+        say(line)
+    announce(trial["run_name"], [f"trial {trial['run_name']} ({trial['trial_id']}), log {trial['log_file']}",
+                                 *header])
+    gauges = TrialGauges(trial)
     wandb_run = TrialRun(trial["wandb"], {"trial_id": trial["trial_id"], "run_name": trial["run_name"],
                                           **trial["config"]}, say)
     last_epoch_report = [0.0]
@@ -91,9 +110,11 @@ def _run(trial: dict[str, Any], out_dir: Path, log: TextIO) -> None:
                        "task_il_acc": event["task_il_acc"], "steps": event["steps"],
                        "trial_time_s": event["wall_time_s"], "status": "running"}
             wandb_run.log({k_: v for k_, v in metrics.items() if isinstance(v, (int, float))}, step=k)
+            gauges.task_end(event)
             tune.report(metrics)
         elif event["event"] == "epoch_end" and time.monotonic() - last_epoch_report[0] > EPOCH_REPORT_EVERY_S:
             last_epoch_report[0] = time.monotonic()
+            gauges.on_task(event["task"] + 1)
             tune.report({**where, "task": event["task"] + 1, "tasks_done": event["task"],
                          "epoch": event["epoch"] + 1, "epochs": event["epochs"], "n_tasks": n_tasks,
                          "status": "running"})
