@@ -9,7 +9,9 @@ peak = CUDA context + dataset on the device + model state + replay buffer
 - evaluation: no-grad forwards of `eval_chunk` rows keep about two layer outputs alive;
 - model state: weights, gradients and momentum, plus the old model's copy for the methods
   that keep one;
-- the dataset: uint8 images and int64 labels, all on the device (datasets.base).
+- the dataset: uint8 images and int64 labels on the device; where the images stay on the host
+  (datasets.base.images_on_host), the labels and the training images of the task being trained
+  (of all tasks for methods that train on every seen task).
 The constants are upper-end figures for torch 2.x; benchmarks/gpu_check.py prints this estimate
 against the measured peak on a GPU.
 """
@@ -70,6 +72,7 @@ def build_on_meta(cfg: TrialConfig):
 def estimate(cfg: TrialConfig) -> MemoryEstimate:
     """The peak GPU memory of this (resolved) trial."""
     from engine.datasets import REGISTRY
+    from engine.datasets.base import images_on_host
     from engine.device import eval_chunk
 
     cfg = cfg.resolved()
@@ -78,6 +81,9 @@ def estimate(cfg: TrialConfig) -> MemoryEstimate:
     image = shape[0] * shape[1] * shape[2]
     rows = REGISTRY.get(cfg.dataset).rows(cfg.data_args)
     data = sum(rows) * (image + 8)
+    if images_on_host(sum(rows) * image, torch.device("cuda")):   # labels + the largest task's images
+        seen = dataset.n_tasks if method.trains_on_seen_tasks else 1
+        data = sum(rows) * 8 + rows[0] * image * seen * max(dataset.task_sizes) // dataset.n_classes
     params = sum(p.numel() * p.element_size() for p in method.net.parameters())
     model = params * (3 + int(getattr(method, "keeps_old_model", False)))   # weights, grads, momentum (+ old)
     buffer = cfg.buffer_size * (image + 4 * dataset.n_classes + 16)          # images, logits, labels, tasks

@@ -131,7 +131,8 @@ def train_task(method: Method, dataset: ContinualDataset, cfg: TrialConfig, task
     the stage's end). The memory update and the method's end-of-task work follow the restore.
     """
     seen = range(task + 1) if method.trains_on_seen_tasks else [task]
-    x = torch.cat([dataset.tasks[k].x_train for k in seen])
+    # the task's images on the device while it trains (they may live on the host: datasets.base)
+    x = torch.cat([dataset.tasks[k].x_train for k in seen]).to(dataset.device)
     y = torch.cat([dataset.tasks[k].y_train for k in seen])
     val = None
     if cfg.setting == "offline" and cfg.selection == "val":

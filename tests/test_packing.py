@@ -31,8 +31,11 @@ def test_the_estimate_counts_data_model_buffer_and_a_batch_that_grows_with_bs():
     assert cifar.data == 60_000 * (3 * 32 * 32 + 8)                  # uint8 images + int64 labels
     assert cifar.buffer == 500 * (3 * 32 * 32 + 4 * 10 + 16)
     assert estimate(TrialConfig(dataset="seq-cifar10", model="derpp", norm="bn", bs=128)).activations > cifar.activations
+    # ImageNet-100's 19 GiB of images stay on the host: labels + one task's training images
     big = estimate(TrialConfig(dataset="seq-imagenet100", model="derpp", norm="bn"))
-    assert big.data > 18 * GB and big.total > cifar.total
+    assert big.data == 135_000 * 8 + 13_000 * 3 * 224 * 224 and big.total > cifar.total
+    joint = estimate(TrialConfig(dataset="seq-imagenet100", model="joint", norm="bn", setting="offline"))
+    assert joint.data == 135_000 * 8 + 130_000 * 3 * 224 * 224   # it trains on every seen task
     # methods that keep the old model hold a fourth copy of the weights
     for model, copies in (("lucir", 4), ("finetune", 3)):
         cfg = TrialConfig(dataset="seq-cifar100", model=model, setting="offline")
@@ -57,10 +60,10 @@ def test_each_build_gets_the_share_that_fits_its_estimate_in_the_smallest_gpus_b
         assert per_gpu * packed.shares[t.trial_id] <= 1   # Ray's accounting lets per_gpu of them in
     cifar = [packed.shares[t.trial_id] for t in trials if t.config.dataset == "seq-cifar10"]
     assert len(set(cifar)) == 1 and cifar[0] < 0.2
-    assert {packed.shares[t.trial_id] for t in trials if t.config.dataset == "seq-imagenet100"} == {1.0}
     text = "\n".join(packed.lines)
-    assert "under 30% of 40.00 GiB" in text and "1 trials per GPU: seq-imagenet100 derpp bn bs 10 buffer 500" in text
-    assert "more than the budget" in text
+    assert "under 30% of 40.00 GiB" in text and "trials per GPU: seq-imagenet100 derpp bn bs 10 buffer 500" in text
+    tiny = packing.pack(trials, [status("GPU-tiny", 4 * GB)], threshold=0.3)   # 1.2 GiB: nothing fits
+    assert set(tiny.shares.values()) == {1.0} and "more than the budget: 1 per GPU" in "\n".join(tiny.lines)
     assert packing.share_of(7) * 7 <= 1 and packing.share_of(3) == 0.3333
 
 
@@ -80,3 +83,26 @@ def test_dry_run_prints_the_gpu_plan_from_nvml(tmp_path, capsys, monkeypatch):
     assert launcher.main(args + ["--gpus_per_trial", "0.25"]) == 0
     assert "GPU plan: 4 trials per GPU (--gpus_per_trial 0.25) on 2 idle GPUs (GPU0, GPU2)" in capsys.readouterr().out
     assert not list(tmp_path.iterdir())   # a dry run writes nothing
+
+
+def test_images_stay_on_the_host_only_on_a_gpu_and_only_when_large():
+    from engine.datasets.base import HOST_IMAGES_BYTES, images_on_host
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert images_on_host(HOST_IMAGES_BYTES + 1, cuda) and not images_on_host(HOST_IMAGES_BYTES, cuda)
+    assert not images_on_host(100 * GB, cpu)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: the host-images path needs one")
+def test_a_trial_with_its_images_on_the_host_learns_as_with_them_on_the_gpu(tmp_path, monkeypatch):
+    from engine.datasets import base
+    from engine.trainer import run_trial
+
+    cfg = TrialConfig(dataset="seq-synth", model="derpp", norm="tbbn", device="cuda", deterministic=True)
+    on_gpu = run_trial(cfg, tmp_path / "gpu")
+    monkeypatch.setattr(base, "HOST_IMAGES_BYTES", 0)
+    dataset, _ = build_trial(cfg.resolved(), torch.device("cuda"))
+    assert dataset.tasks[0].x_train.device.type == "cpu" and dataset.tasks[0].x_train.is_pinned()
+    assert dataset.tasks[0].y_train.device.type == "cuda"
+    on_host = run_trial(cfg, tmp_path / "host")
+    assert on_host["metrics"] == on_gpu["metrics"]

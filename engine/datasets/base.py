@@ -4,6 +4,10 @@ Every family provides a `DatasetSpec` whose `load(root, options)` returns `RawDa
 NCHW tensors on the CPU, integer labels). `build_dataset` then remaps labels by the class order
 of algorithms.md §1 (seed 0: natural; seed s > 0: permutation from a generator seeded 42 + s),
 cuts the tasks and moves everything to the trial's device once. Batches are then cut by indexing.
+On a GPU, images larger than HOST_IMAGES_BYTES in all (ImageNet-100 at 224 px: ~19 GiB) stay on the
+host, pinned: a shared GPU keeps room for other trials, and the trainer moves one task's training
+images to the device while it trains on them, and the test images chunk by chunk (normalize).
+Labels always live on the device.
 """
 from __future__ import annotations
 
@@ -26,6 +30,14 @@ class RawData:
     x_test: torch.Tensor
     y_test: torch.Tensor
     n_classes: int
+
+
+HOST_IMAGES_BYTES = 4 << 30
+
+
+def images_on_host(n_bytes: int, device: torch.device) -> bool:
+    """Whether a dataset's uint8 images of `n_bytes` stay on the host for a trial on `device`."""
+    return device.type == "cuda" and n_bytes > HOST_IMAGES_BYTES
 
 
 @dataclass(frozen=True)
@@ -85,14 +97,20 @@ class ContinualDataset:
         self.label_task = torch.repeat_interleave(torch.arange(n_tasks), torch.tensor(self.task_sizes)).to(device)
         self.task_offsets = bounds.tolist()
         y_train, y_test = remap[raw.y_train], remap[raw.y_test]
+        on_host = images_on_host(raw.x_train.numel() + raw.x_test.numel(), device)
+        self.image_device = torch.device("cpu") if on_host else device
+
+        def images(x: torch.Tensor) -> torch.Tensor:
+            return x.pin_memory() if on_host else x.to(device)   # pinned: copies overlap compute
+
         self.tasks: list[Task] = []
         for k in range(n_tasks):
             lo, hi = self.task_offsets[k], self.task_offsets[k + 1]
             tr = (y_train >= lo) & (y_train < hi)
             te = (y_test >= lo) & (y_test < hi)
             self.tasks.append(Task(k, torch.arange(lo, hi, device=device),
-                                   raw.x_train[tr].to(device), y_train[tr].to(device),
-                                   raw.x_test[te].to(device), y_test[te].to(device)))
+                                   images(raw.x_train[tr]), y_train[tr].to(device),
+                                   images(raw.x_test[te]), y_test[te].to(device)))
         self._mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1) * 255.0
         self._std = torch.tensor(spec.std, device=device).view(1, -1, 1, 1) * 255.0
 
@@ -100,12 +118,13 @@ class ContinualDataset:
         return self.label_task[labels]
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 images -> float, standardized per channel (what the network sees at test time)."""
-        return (x.float() - self._mean) / self._std
+        """uint8 images (on the device, or host chunks) -> float on the device, standardized
+        per channel (what the network sees at test time)."""
+        return (x.to(self.device, non_blocking=True).float() - self._mean) / self._std
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images -> augmented, standardized float batch (random crop / flip per sample)."""
-        x = random_crop(x, self.spec.crop_padding)
+        x = random_crop(x.to(self.device, non_blocking=True), self.spec.crop_padding)
         if self.spec.flip:
             x = random_hflip(x)
         return self.normalize(x)
