@@ -95,16 +95,11 @@ def session(opts: ClusterOptions, say: Say) -> Iterator[ClusterInfo]:
     if ray.is_initialized():
         yield describe(ray, owned=False, address=ray.get_runtime_context().gcs_address)
         return
-    saved = dict(os.environ)   # start_local sets the GPUs, PYTHONPATH and the workers' variables
+    info = join(opts, say) if opts.address or dashboard.in_ray_job() else start_local(opts, say)
     try:
-        info = join(opts, say) if opts.address or dashboard.in_ray_job() else start_local(opts, say)
-        try:
-            yield info
-        finally:
-            ray.shutdown()
-    finally:   # a process that goes on after the sweep (tests, notebooks) gets its own back
-        os.environ.clear()
-        os.environ.update(saved)
+        yield info
+    finally:
+        ray.shutdown()
 
 
 def start_local(opts: ClusterOptions, say: Say) -> ClusterInfo:

@@ -27,6 +27,14 @@ from engine.datasets.download import NO_DOWNLOAD_ENV, Archive
 from engine.datasets.augment import random_crop, random_hflip
 from engine.errors import ConfigError
 
+
+@pytest.fixture(autouse=True)
+def downloads_allowed_here(monkeypatch):
+    """A local Ray started earlier in this process (cluster.start_local) leaves its workers'
+    no-download switch in os.environ; these tests decide it themselves."""
+    monkeypatch.delenv(NO_DOWNLOAD_ENV, raising=False)
+
+
 CPU = torch.device("cpu")
 
 
