@@ -98,7 +98,6 @@ class ContinualDataset:
         self.task_offsets = bounds.tolist()
         y_train, y_test = remap[raw.y_train], remap[raw.y_test]
         on_host = images_on_host(raw.x_train.numel() + raw.x_test.numel(), device)
-        self.image_device = torch.device("cpu") if on_host else device
 
         def images(x: torch.Tensor) -> torch.Tensor:
             return x.pin_memory() if on_host else x.to(device)   # pinned: copies overlap compute
@@ -124,7 +123,7 @@ class ContinualDataset:
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images -> augmented, standardized float batch (random crop / flip per sample)."""
-        x = random_crop(x.to(self.device, non_blocking=True), self.spec.crop_padding)
+        x = random_crop(x, self.spec.crop_padding)   # training rows are on the device (train_task)
         if self.spec.flip:
             x = random_hflip(x)
         return self.normalize(x)
