@@ -250,3 +250,25 @@ def test_report_only_warns_one_line_per_skipped_file(tmp_path):
     assert proc.stderr.splitlines() == [
         f"warning: skipping {sweep / 'bad' / 'result.json'}: not valid JSON "
         "(Unterminated string starting at: line 1 column 34 (char 33))"]
+
+
+def test_the_bf16_parity_benchmark_pairs_by_cell_and_seed_and_pools_every_cell():
+    """benchmarks/bf16_parity.py: differences per (setting, model, layer) cell and pooled, each
+    the t interval scipy gives for those pairs; a seed only one side finished drops out."""
+    from benchmarks.bf16_parity import rows
+
+    rng = np.random.default_rng(3)
+    index = pd.MultiIndex.from_product([["online"], ["derpp", "er_ace"], ["bn", "tbbn"], range(5)],
+                                       names=["setting", "model", "norm", "seed"])
+    fp32 = pd.Series(rng.uniform(40, 60, len(index)), index=index)
+    bf16 = (fp32 + rng.normal(0.5, 1.0, len(index))).drop(("online", "derpp", "bn", 4))
+    out = {(r["setting"], r["model"], r["norm"]): r for r in rows(bf16, fp32)}
+    assert len(out) == 4 + 1 + 1 and out[("online", "derpp", "bn")]["n"] == 4
+    cell = ("online", "er_ace", "tbbn")
+    for key, d in [(cell, bf16.loc[cell] - fp32.loc[cell]), (("online", "all", "all"), (bf16 - fp32).dropna()),
+                   (("all", "all", "all"), (bf16 - fp32).dropna())]:
+        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+        r = out[key]
+        assert r["n"] == len(d) and r["mean_diff"] == pytest.approx(d.mean())
+        assert (r["ci_low"], r["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+        assert r["within_2"] == (-2 <= d.mean() - half and d.mean() + half <= 2 and d.mean() - half <= 0)
