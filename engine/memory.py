@@ -6,7 +6,8 @@ peak = CUDA context + dataset on the device + model state + replay buffer
 - training activations: what autograd saves for backward in the network's forward and loss
   at the step's largest batch (bs + 2 x minibatch_size: DER++ draws replay twice), measured
   on the meta device with saved_tensors_hooks;
-- evaluation: no-grad forwards of `eval_chunk` rows keep about two layer outputs alive;
+- evaluation: no-grad forwards of `eval_chunk` rows keep about two layer outputs alive, beside
+  the folded network's convolution weights (engine/folding.py);
 - model state: weights, gradients and momentum, plus the old model's copy for the methods
   that keep one;
 - the dataset: uint8 images and int64 labels on the device; where the images stay on the host
@@ -89,7 +90,7 @@ def estimate(cfg: TrialConfig) -> MemoryEstimate:
     buffer = cfg.buffer_size * (image + 4 * dataset.n_classes + 16)          # images, logits, labels, tasks
     batch = cfg.bs + 2 * (cfg.minibatch_size or 0)
     saved, largest = saved_activations(method.net, batch, shape)
-    evaluation = 2 * largest * eval_chunk(torch.device("cuda"), shape)
+    evaluation = 2 * largest * eval_chunk(torch.device("cuda"), shape) + params   # + the folded copy's convs
     return MemoryEstimate(context=CUDA_CONTEXT_BYTES, data=data, model=model,
                           buffer=buffer, activations=int(ALLOCATOR_SLACK * max(saved, evaluation)))
 

@@ -292,22 +292,21 @@ def _check_finite(losses: torch.Tensor, task: int, epoch: int, n_tasks: int) -> 
 def evaluate(method: Method, dataset: ContinualDataset, task: int) -> dict[str, list[float]]:
     """Accuracy (%) on every seen task's test set: class-IL over all seen classes, task-IL
     within the task's own classes."""
-    method.net.eval()
     seen_hi = dataset.task_offsets[task + 1]
     correct = {"class_il": [], "task_il": []}
     sizes, chunk = [], eval_chunk(dataset.device, dataset.input_shape)
-    for j in range(task + 1):
-        t, lo, hi = dataset.tasks[j], dataset.task_offsets[j], dataset.task_offsets[j + 1]
-        c_cil = torch.zeros((), device=dataset.device)
-        c_til = torch.zeros((), device=dataset.device)
-        for xs, ys in zip(t.x_test.split(chunk), t.y_test.split(chunk)):
-            scores = method.predict(dataset.normalize(xs))
-            c_cil += (scores[:, :seen_hi].argmax(1) == ys).sum()
-            c_til += (scores[:, lo:hi].argmax(1) + lo == ys).sum()
-        correct["class_il"].append(c_cil)
-        correct["task_il"].append(c_til)
-        sizes.append(max(len(t.y_test), 1))
-    method.net.train()
+    with method.evaluating(dataset.normalize(dataset.tasks[0].x_test[:2])):
+        for j in range(task + 1):
+            t, lo, hi = dataset.tasks[j], dataset.task_offsets[j], dataset.task_offsets[j + 1]
+            c_cil = torch.zeros((), device=dataset.device)
+            c_til = torch.zeros((), device=dataset.device)
+            for xs, ys in zip(t.x_test.split(chunk), t.y_test.split(chunk)):
+                scores = method.predict(dataset.normalize(xs))
+                c_cil += (scores[:, :seen_hi].argmax(1) == ys).sum()
+                c_til += (scores[:, lo:hi].argmax(1) + lo == ys).sum()
+            correct["class_il"].append(c_cil)
+            correct["task_il"].append(c_til)
+            sizes.append(max(len(t.y_test), 1))
     return {kind: [100.0 * c / n for c, n in zip(torch.stack(vals).tolist(), sizes)]
             for kind, vals in correct.items()}
 

@@ -19,6 +19,7 @@ store); methods that store per-step extras (der/derpp logits) cannot use it.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
@@ -31,6 +32,7 @@ from engine import buffers, norms
 from engine.backbones.heads import TaskLinear
 from engine.device import autocast, eval_chunk, update_in_backward
 from engine.errors import ConfigError
+from engine.folding import folded
 from engine.norms import BatchLayout
 from engine.optim import SGD
 from engine.options import Option, resolve_options
@@ -234,6 +236,20 @@ class Method:
 
     # ---- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
+    @contextlib.contextmanager
+    def evaluating(self, probe: torch.Tensor):
+        """Eval mode for the duration, `self.net` the network with its normalization folded into
+        the convolutions (engine/folding.py: the same scores, cheaper); train mode after.
+        `probe`: a few normalized input rows (none: nothing is folded)."""
+        net = self.net
+        net.eval()
+        self.net = folded(net, probe) if len(probe) else net
+        try:
+            yield
+        finally:
+            self.net = net
+            net.train()
+
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores for normalized inputs, in eval mode (iCaRL overrides: nearest mean)."""
         return self.net(x)

@@ -44,24 +44,29 @@ class BatchRenorm2d(nn.Module):
         d_max = (5 / 20000 * step - 25 / 20).clamp(0.0, 5.0)
         return r_max, d_max
 
+    def _with_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (scale * self.weight, shift * self.weight + self.bias) if self.affine else (scale, shift)
+
+    def eval_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The eval-mode output as (scale, shift) per channel (also what engine/folding.py folds)."""
+        scale = 1 / self.running_std
+        return self._with_affine(scale, -self.running_mean * scale)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
-            std = var.sqrt() + self.eps
-            with torch.no_grad():
-                r_max, d_max = self.limits()
-                r = (std / self.running_std).clamp(1 / r_max, r_max)
-                d = ((mean - self.running_mean) / self.running_std).clamp(-d_max, d_max)
-                self.running_mean.lerp_(mean, self.momentum)
-                self.running_std.lerp_(std, self.momentum)
-                self.num_batches_tracked.add_(1)
-            scale = r / std                      # y = x * scale + shift = (x - mean) / std * r + d
-            shift = d - mean * scale
-        else:
-            scale = 1 / self.running_std
-            shift = -self.running_mean * scale
-        if self.affine:
-            scale, shift = scale * self.weight, shift * self.weight + self.bias
+        if not self.training:
+            scale, shift = self.eval_affine()
+            return torch.addcmul(shift.view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1))
+        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+        std = var.sqrt() + self.eps
+        with torch.no_grad():
+            r_max, d_max = self.limits()
+            r = (std / self.running_std).clamp(1 / r_max, r_max)
+            d = ((mean - self.running_mean) / self.running_std).clamp(-d_max, d_max)
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_std.lerp_(std, self.momentum)
+            self.num_batches_tracked.add_(1)
+        scale = r / std                      # y = x * scale + shift = (x - mean) / std * r + d
+        scale, shift = self._with_affine(scale, d - mean * scale)
         return torch.addcmul(shift.view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1))
 
 

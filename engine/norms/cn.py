@@ -16,6 +16,8 @@ from engine.options import Option
 
 
 class ContinualNorm(BatchStatNorm):
+    eval_affine = None   # group-normalizes each sample first: not foldable
+
     def __init__(self, bn: nn.BatchNorm2d, groups: int, freeze_affine: bool):
         super().__init__(bn)
         self.groups = largest_divisor_at_most(self.num_features, groups)

@@ -34,6 +34,16 @@ def copy_parameter(p: nn.Parameter | None) -> nn.Parameter | None:
     return None if p is None else nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
 
 
+def bn_affine(mean: torch.Tensor, var: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+              eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """F.batch_norm in eval mode as (scale, shift) per channel: y = x * scale + shift."""
+    scale = torch.rsqrt(var + eps)
+    shift = -mean * scale
+    if weight is not None:
+        scale, shift = scale * weight, shift * weight
+    return scale, shift if bias is None else shift + bias
+
+
 class BatchStatNorm(nn.Module):
     """A layer with BatchNorm2d's parameters and buffers, under BatchNorm2d's names.
 
@@ -68,6 +78,11 @@ class BatchStatNorm(nn.Module):
 
     def _bn_eval(self, x: torch.Tensor) -> torch.Tensor:
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+    def eval_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_bn_eval` as (scale, shift): what engine/folding.py folds into the convolution before.
+        A subclass whose inference is not `_bn_eval` sets `eval_affine = None`."""
+        return bn_affine(self.running_mean, self.running_var, self.weight, self.bias, self.eps)
 
 
 class LayoutNorm(BatchStatNorm):
