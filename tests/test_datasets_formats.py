@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import http.server
+import os
 import pickle
 import shutil
 import socket
@@ -22,7 +23,7 @@ from PIL import Image
 
 from engine.config import TrialConfig
 from engine import datasets
-from engine.datasets import REGISTRY, build_dataset, resolve_options, tinyimg
+from engine.datasets import REGISTRY, build_dataset, files, resolve_options, tinyimg
 from engine.datasets.download import NO_DOWNLOAD_ENV, Archive
 from engine.datasets.augment import random_crop, random_hflip
 from engine.errors import ConfigError
@@ -369,6 +370,20 @@ def test_tinyimg_cache_is_written_reused_and_rebuilt(tiny_root, tmp_path, monkey
     grown = load_raw("seq-tinyimg", root)
     assert len(grown.y_train) == len(first.y_train) + 1 and (grown.y_train == 5).sum() == (first.y_train == 5).sum() + 1
     assert len(decoded) == 4
+
+
+def test_decode_cache_is_durable_and_a_failed_write_only_warns(tiny_root, tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    root = _copy(tiny_root, tmp_path)
+    load_raw("seq-tinyimg", root)
+    assert synced, "the decode cache is renamed into place without an fsync"
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache's folder should be")
+    with pytest.warns(UserWarning, match="could not write the decode cache"):
+        files.write_cache(blocked / ".cache.pt", {"x": torch.zeros(1)}, "seq-tinyimg")
 
 
 def test_tinyimg_missing_directory(tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from engine.errors import ConfigError
+from engine.results import atomic_write
 
 try:
     import fcntl
@@ -23,6 +25,16 @@ def one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     text = f"{type(err).__name__}: {text}" if text else type(err).__name__
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def write_cache(path: Path, payload: dict, dataset: str) -> None:
+    """Save a decode cache atomically and durably (readers see the old file or the whole new one);
+    one that cannot be written is a warning: the images are decoded again next time."""
+    try:
+        atomic_write(path, lambda fh: torch.save(payload, fh), mode="wb")
+    except OSError as err:
+        warnings.warn(f"{dataset}: could not write the decode cache {path} ({one_line(err)}); "
+                      f"the images will be decoded again next time", stacklevel=2)
 
 
 @contextlib.contextmanager

@@ -34,16 +34,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from engine.datasets import REGISTRY
-from engine.datasets.files import decode_images
+from engine.datasets import REGISTRY, files
 from engine.datasets.base import DatasetSpec, RawData
-from engine.datasets.files import file_lock, one_line
+from engine.datasets.files import decode_images, file_lock
 from engine.errors import ConfigError
 from engine.options import Option
 
@@ -87,7 +85,7 @@ def load_imagenet100(root: Path, o: Mapping[str, Any]) -> RawData:
                 arrays = {"x_train": decode_resized(train[0], size, how),
                           "x_test": decode_resized(test[0], size, how)}
                 if o["cache"]:
-                    _write_cache(cache, arrays)
+                    files.write_cache(cache, arrays, NAME)
     return RawData(arrays["x_train"], remap[torch.tensor(train[1], dtype=torch.long)],
                    arrays["x_test"], remap[torch.tensor(test[1], dtype=torch.long)], n_classes=len(wnids))
 
@@ -168,18 +166,6 @@ def _read_cache(path: Path, n_train: int, n_test: int, size: int) -> dict | None
     except Exception:  # truncated or garbage file
         return None
     return c if ok else None
-
-
-def _write_cache(path: Path, arrays: dict) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(arrays, tmp)
-        os.replace(tmp, path)  # atomic: readers see no file or the whole file
-    except OSError as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        warnings.warn(f"{NAME}: could not write the decode cache {path} ({one_line(err)}); "
-                      f"the images will be decoded again next time", stacklevel=2)
 
 
 REGISTRY.register(NAME)(DatasetSpec(

@@ -23,10 +23,8 @@ Normalization and augmentation as mammoth's seq-tinyimg: RandomCrop(64, padding=
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -59,7 +57,7 @@ def load_tinyimg(root: Path, options: Mapping[str, Any]) -> RawData:
             if arrays is None:
                 arrays = {"x_train": decode_images(train[0], SIZE, how),
                           "x_test": decode_images(test[0], SIZE, how)}
-                _write_cache(cache, {"version": CACHE_VERSION, "fingerprint": fingerprint, **arrays})
+                files.write_cache(cache, {"version": CACHE_VERSION, "fingerprint": fingerprint, **arrays}, NAME)
     return RawData(arrays["x_train"], torch.tensor(train[1], dtype=torch.long),
                    arrays["x_test"], torch.tensor(test[1], dtype=torch.long), n_classes=n_classes)
 
@@ -140,18 +138,6 @@ def _read_cache(path: Path, fingerprint: str, n_train: int, n_test: int) -> dict
     except Exception:  # truncated or garbage file
         return None
     return c if ok else None
-
-
-def _write_cache(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
-    except OSError as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        warnings.warn(f"{NAME}: could not write the decode cache {path} ({one_line(err)}); "
-                      f"the images will be decoded again next time", stacklevel=2)
 
 
 REGISTRY.register("seq-tinyimg")(DatasetSpec(
