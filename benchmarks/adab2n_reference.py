@@ -32,6 +32,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.measure import run_measured  # noqa: E402
+
 # The reference's flags for engine_throughput.py's workload (DER++ online, bs 10, replay 10,
 # reservoir 500, lr 0.03, alpha 0.1, beta 0.5, one epoch, seed 0 = the natural class order).
 WORKLOAD_FLAGS = ["--model", "derpp", "--dataset", "seq-cifar10", "--buffer_size", "500",
@@ -64,7 +68,6 @@ def missing_packages() -> list[str]:
 
 def write_cifar10(folder: Path, data_args: str) -> None:
     """seq-synth's images for `data_args` (the engine's workload) as torchvision's CIFAR-10 files."""
-    sys.path.insert(0, str(ROOT))
     from engine import datasets
     from engine.options import parse_kv
 
@@ -104,8 +107,6 @@ def run_reference(checkout: Path, norm: str, data_args: str) -> tuple[float, flo
     missing = missing_packages()
     if missing:
         raise SystemExit(f"the reference needs {', '.join(missing)}: pip install {' '.join(missing)}")
-    from engine_throughput import run_measured
-
     with tempfile.TemporaryDirectory() as tmp:
         cmd, env, cwd = reference_command(checkout.resolve(), norm, data_args, Path(tmp))
         try:
@@ -117,7 +118,7 @@ def run_reference(checkout: Path, norm: str, data_args: str) -> tuple[float, flo
 
 
 def main() -> None:
-    import engine_throughput as bench
+    from benchmarks import engine_throughput as bench
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkout", type=Path, help="a checkout of github.com/lvyilin/AdaB2N")

@@ -26,6 +26,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.measure import host  # noqa: E402
 from orchestrator import paired, report  # noqa: E402
 
 METRIC = "class_il_faa"
@@ -99,10 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = ["fp32", "bf16"] + (["fp32_2threads"] if args.control else [])
     faa = {run: pd.concat([sweep(s, run, args.seeds, args.results_dir) for s in args.settings]) for run in runs}
-    from engine.device import cpu_flags
-    flags = cpu_flags()
-    print("\nhost flags: " + ", ".join(f"{f} {'yes' if f in flags else 'no'}"
-                                       for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")))
+    print(f"\nhost: {host()}")
     print(f"\nclass-IL FAA, bf16 - fp32, paired by seed ({args.seeds} seeds a cell)\n")
     print(table(rows(faa["bf16"], faa["fp32"]), "bf16"))
     if args.control:

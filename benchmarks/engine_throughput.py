@@ -29,16 +29,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REFERENCE_WALL_S = (302.0, 319.0)
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.measure import host, run_measured  # noqa: E402
+
+REFERENCE_WALL_S = (302.0, 319.0)
 DATA_ARGS = "n_classes=10,train_per_class=200,test_per_class=50,image_size=32,channels=3"
 
 
@@ -59,20 +61,6 @@ def run_engine(device: str, norm: str, precision: str = "fp32") -> tuple[dict, f
         return json.loads((Path(tmp) / "result.json").read_text()), wall, peak_rss_mb
 
 
-def run_measured(cmd: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None) -> tuple[str, float, float]:
-    """Run `cmd` (in `cwd`, with `env` added to this environment); its stdout, wall seconds and its
-    peak RSS in MiB (os.wait4: this child and the children it waited for, e.g. DataLoader workers,
-    whichever was largest)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"{cmd[:4]} failed with status {proc.returncode}")
-    return out, time.perf_counter() - start, usage.ru_maxrss / 1024
-
-
 def baseline_process() -> tuple[float, float, int]:
     """The mammoth-style run of the same workload in a fresh process: wall s, peak RSS MB, steps."""
     out, wall, rss = run_measured([sys.executable, str(ROOT / "benchmarks" / "mammoth_baseline.py")])
@@ -80,23 +68,10 @@ def baseline_process() -> tuple[float, float, int]:
     return wall, rss, steps
 
 
-def host() -> str:
-    """The CPU this ran on (the hosts differ between days, and so does the speed)."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                 platform.processor() or "unknown CPU")
-    sys.path.insert(0, str(ROOT))
-    from engine.device import cpu_flags   # the engine's own reading, the one --precision bf16 trusts
-
-    flags = cpu_flags()
-    named = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16"))
-    return f"{model} ({named}), {os.cpu_count()} CPUs"
-
-
 def floor_process(steps: int, device: str) -> tuple[float, float]:
     """The floor in a fresh process of its own, so its peak RSS is a same-run baseline."""
-    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); "
-            f"import engine_throughput as b; print(b.floor_time({steps}, {device!r}))")
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+            f"from benchmarks import engine_throughput as b; print(b.floor_time({steps}, {device!r}))")
     out, _, rss = run_measured([sys.executable, "-c", code])
     return float(out.strip().splitlines()[-1]), rss
 
@@ -105,7 +80,6 @@ def floor_time(steps: int, device: str) -> float:
     import torch
     import torch.nn.functional as F
 
-    sys.path.insert(0, str(ROOT))
     from engine.backbones import build_backbone
     from engine.device import place, update_in_backward
     from engine.optim import SGD
@@ -144,7 +118,7 @@ def main() -> None:
         parser.error("--reference runs the reference on the CPU: compare it with --device cpu")
     reference = None
     if args.reference is not None:   # first: a checkout that cannot run fails before the long part
-        from adab2n_reference import run_reference
+        from benchmarks.adab2n_reference import run_reference
         reference = run_reference(args.reference, args.norm, DATA_ARGS)
     result, wall, rss = run_engine(args.device, args.norm)
     floor, floor_rss = floor_process(result["steps"], args.device)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,9 +22,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.measure import host  # noqa: E402
 from engine import norms  # noqa: E402
 from engine.backbones import build_backbone  # noqa: E402
-from engine.device import cpu_flags, eval_chunk, place  # noqa: E402
+from engine.device import eval_chunk, place  # noqa: E402
 from engine.folding import folded  # noqa: E402
 
 
@@ -58,10 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    flags = cpu_flags()
-    print(f"host {platform.processor() or platform.machine()}: "
-          + ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16"))
-          + f"; torch {torch.__version__}, {args.threads} thread(s), {args.images} images")
+    print(f"host {host()}; torch {torch.__version__}, {args.threads} thread(s), {args.images} images")
     x = torch.randn(args.images, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     print("| layer | fp32 | fp32 folded | bf16 | bf16 folded | classes changed: folded / bf16 | folding itself |")
     print("|---|---|---|---|---|---|---|")

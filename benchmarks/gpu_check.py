@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from benchmarks.measure import host  # noqa: E402
 from engine.config import TrialConfig  # noqa: E402
+from engine.events import TaskEnd  # noqa: E402
 from engine.trainer import run_trial  # noqa: E402
 
 CIFAR_LIKE = {"train_per_class": 40, "test_per_class": 10, "image_size": 32, "n_classes": 10}
@@ -47,16 +48,8 @@ def cfg(norm: str, device: str, seed: int = 0) -> TrialConfig:
 
 
 def host_line() -> str:
-    flags = ""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("Model name")), "?")
-        have = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("Flags")), []))
-        flags = f"{model}; " + ", ".join(f"{f} {'yes' if f in have else 'no'}" for f in ("avx2", "avx512f", "amx_bf16"))
-    except OSError:
-        pass
     gpus = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) or "none"
-    return f"host {platform.node()}: {flags}; {os.cpu_count()} cores; torch {torch.__version__}; GPUs: {gpus}"
+    return f"host {platform.node()}: {host()}; torch {torch.__version__}; GPUs: {gpus}"
 
 
 def steps_per_s(device: str, tmp: Path) -> None:
@@ -125,7 +118,7 @@ def resume_on_another_gpu(tmp: Path) -> None:
         return
 
     def cut(event):
-        if event["event"] == "task_end" and event["task"] == 0:
+        if isinstance(event, TaskEnd) and event.task == 0:
             raise Cut()
 
     first = cfg("tbbn", "cuda:0", seed=2)

@@ -3,7 +3,7 @@
     from engine import TrialConfig, run_trial
     result = run_trial(TrialConfig(dataset="seq-digits", model="derpp", norm="tbbn"), "out/")
 """
-__version__ = "0.1.0"
+from engine.version import __version__  # noqa: F401
 
 
 def __getattr__(name):  # lazy: `import engine` stays cheap, and engine.config imports no torch

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from engine.config import BUFFER_MODES, PRECISIONS, SETTINGS, TrialConfig
 from engine.errors import ConfigError, TrainingError
+from engine.events import Event, TaskEnd
 from engine.options import parse_kv
+from engine.results import RESULT_FILE
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -89,11 +91,9 @@ def config_from_args(args: argparse.Namespace) -> TrialConfig:
     return TrialConfig.from_dict(raw)
 
 
-def print_progress(event: dict) -> None:
-    if event["event"] == "task_end":
-        print(f"task {event['task'] + 1}/{event['n_tasks']}: class-IL {event['class_il_acc']:.2f}  "
-              f"task-IL {event['task_il_acc']:.2f}  ({event['steps']} steps, {event['wall_time_s']:.1f} s)",
-              file=sys.stderr, flush=True)
+def print_progress(event: Event) -> None:
+    if isinstance(event, TaskEnd):
+        print(event.line(), file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,5 +120,5 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     m = result["metrics"]
     print(f"class-IL faa {m['class_il']['faa']:.2f}  task-IL faa {m['task_il']['faa']:.2f}", file=sys.stderr)
-    print(Path(out) / "result.json")
+    print(Path(out) / RESULT_FILE)
     return 0

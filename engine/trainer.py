@@ -19,25 +19,27 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from engine import __version__, norms
+from engine import norms
 from engine.backbones import build_backbone
 from engine.config import TrialConfig
 from engine.datasets import ContinualDataset, build_dataset
 from engine.device import (describe_device, device_uuid, eval_chunk, place, resolve_device, restore_rng, rng_state,
                            set_numerics)
 from engine.errors import ConfigError, TrainingError
+from engine.events import EpochEnd, Progress, TaskEnd
 from engine.methods import REGISTRY as METHODS
-from engine.methods.base import Method, class_balanced_pick
+from engine.methods.base import Method
 from engine.metrics import summarize
 from engine.optim import multistep_lr
-from engine.results import (CHECKPOINT_FILE, SCHEMA, load_checkpoint, read_result, save_checkpoint,
-                            write_json, RESULT_FILE)
+from engine.results import (CHECKPOINT_FILE, RESULT_FILE, SCHEMA, load_checkpoint, probe_writable, read_result,
+                            save_checkpoint, write_result)
+from engine.sampling import class_balanced_pick
+from engine.version import __version__
 
-Progress = Callable[[dict[str, Any]], None]
 VAL_FRACTION = 0.1   # offline selection "val": per-class share of the task's training rows held out (FACIL)
 
 
@@ -56,9 +58,7 @@ def prepare_out_dir(out_dir: Path) -> Path:
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_probe"
-        probe.write_text("")
-        probe.unlink()
+        probe_writable(out)
     except OSError as exc:
         raise ConfigError(f"--out {str(out)!r} is not writable: {exc.strerror or exc}") from None
     return out
@@ -101,10 +101,10 @@ def run_trial(cfg: TrialConfig, out_dir: str | Path, progress: Progress | None =
         state.next_task = task + 1
         state.wall_time_s += time.perf_counter() - t0
         ckpt = save_checkpoint(out, _checkpoint(cfg, trial_id, method, state))
-        notify({"event": "task_end", "task": task, "n_tasks": dataset.n_tasks, "steps": state.steps,
-                "class_il_acc": sum(state.acc["class_il"][-1]) / (task + 1),
-                "task_il_acc": sum(state.acc["task_il"][-1]) / (task + 1),
-                "acc_matrix": state.acc, "checkpoint": str(ckpt), "wall_time_s": state.wall_time_s})
+        notify(TaskEnd(task=task, n_tasks=dataset.n_tasks, steps=state.steps,
+                       class_il_acc=sum(state.acc["class_il"][-1]) / (task + 1),
+                       task_il_acc=sum(state.acc["task_il"][-1]) / (task + 1),
+                       acc_matrix=state.acc, checkpoint=str(ckpt), wall_time_s=state.wall_time_s))
 
     result = {
         "schema": SCHEMA, "trial_id": trial_id, "status": "finished", "config": cfg.to_dict(),
@@ -117,7 +117,7 @@ def run_trial(cfg: TrialConfig, out_dir: str | Path, progress: Progress | None =
         "started_at": state.started_at,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    write_json(out / RESULT_FILE, result)
+    write_result(out, result)
     (out / CHECKPOINT_FILE).unlink(missing_ok=True)
     return result
 
@@ -160,12 +160,10 @@ def train_task(method: Method, dataset: ContinualDataset, cfg: TrialConfig, task
             steps += len(losses)
             if losses:
                 _check_finite(torch.stack(losses), task, epoch_no, dataset.n_tasks)  # one host sync per epoch
-            event = {"event": "epoch_end", "task": task, "epoch": epoch_no, "epochs": total_epochs,
-                     "lr": method.opt.lr}   # the rate this epoch trained at
-            if best is not None:
-                event["val_loss"] = best.update(validation_loss(method, dataset, *val), epoch_no, method.net)
+            val_loss = None if best is None else best.update(validation_loss(method, dataset, *val), epoch_no,
+                                                             method.net)
             if total_epochs > 1:
-                notify(event)
+                notify(EpochEnd(task=task, epoch=epoch_no, epochs=total_epochs, lr=method.opt.lr, val_loss=val_loss))
             epoch_no += 1
         if best is not None:
             best.restore(method.net)

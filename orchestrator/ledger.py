@@ -8,21 +8,17 @@
     <results_dir>/<sweep>/_tune/     Ray Tune's experiment state and task-boundary checkpoints
     <results_dir>/<sweep>/_wandb/    W&B run directories (offline runs wait here for `wandb sync`)
 
-Directories starting with "_" are not trials. All writes are atomic (temp file + rename).
+Directories starting with "_" are not trials. All writes are atomic (temp file + rename). The
+file names, readers and writers are engine.results' (the contract the engine and the report share).
 """
 from __future__ import annotations
 
-import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ConfigError
-from engine.results import read_result, write_json
-
-CONFIG_FILE = "config.json"
-ERROR_FILE = "error.json"
+from engine.errors import ConfigError, one_line
+from engine.results import CONFIG_FILE, ERROR_FILE, probe_writable, read_json, read_result, write_json
 
 
 class SweepDir:
@@ -53,9 +49,7 @@ class SweepDir:
         Nothing is created: a temp file in the nearest existing folder is the probe."""
         existing = next(p for p in (self.root, *self.root.parents) if p.exists())
         try:
-            if not existing.is_dir():
-                raise NotADirectoryError(f"{existing} is a file")
-            tempfile.TemporaryFile(dir=existing).close()
+            probe_writable(existing)
         except OSError as exc:
             raise ConfigError(f"results directory {str(self.root)!r} is not writable: "
                               f"{exc.strerror or exc}") from None
@@ -80,13 +74,13 @@ class SweepDir:
                    {"trial_id": trial_id, "run_name": run_name, "config": config, "log_file": log_file})
 
     def planned(self, trial_id: str) -> dict[str, Any] | None:
-        return _read_json(self.trial_dir(trial_id) / CONFIG_FILE)
+        return read_json(self.trial_dir(trial_id) / CONFIG_FILE)
 
 
 def record_error(trial_dir: str | Path, trial_id: str, error: str, log_file: str | None) -> None:
     """error.json for a failed trial (module-level: the trial process writes it too)."""
-    one_line = " ".join(str(error).split())[:500]
-    write_json(Path(trial_dir) / ERROR_FILE, {"trial_id": trial_id, "error": one_line, "log_file": log_file})
+    write_json(Path(trial_dir) / ERROR_FILE,
+               {"trial_id": trial_id, "error": one_line(error, limit=500), "log_file": log_file})
 
 
 def clear_error(trial_dir: str | Path) -> None:
@@ -95,12 +89,4 @@ def clear_error(trial_dir: str | Path) -> None:
 
 
 def read_error(trial_dir: str | Path) -> dict[str, Any] | None:
-    return _read_json(Path(trial_dir) / ERROR_FILE)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        payload = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return payload if isinstance(payload, dict) else None
+    return read_json(Path(trial_dir) / ERROR_FILE)

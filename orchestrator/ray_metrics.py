@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.events import TaskEnd
+from orchestrator.tune_config import TrialPayload
+
 TRIAL_TAGS = ("sweep", "run", "dataset", "model", "norm", "seed")
 _made: dict[str, Any] = {}   # one metric object per name and process (a reused trial process makes many trials)
 
@@ -69,23 +72,23 @@ class SweepGauges:
 class TrialGauges:
     """Trial side: fed by the trainable's progress events."""
 
-    def __init__(self, trial: dict[str, Any]):
-        c = trial["config"]
-        self.sweep = Path(trial["sweep_dir"]).name
-        self.tags = {"sweep": self.sweep, "run": trial["run_name"], "dataset": c["dataset"],
+    def __init__(self, trial: TrialPayload):
+        c = trial.config
+        self.sweep = Path(trial.sweep_dir).name
+        self.tags = {"sweep": self.sweep, "run": trial.run_name, "dataset": c["dataset"],
                      "model": c["model"], "norm": c["norm"], "seed": str(c["seed"])}
 
     def on_task(self, task: int) -> None:
         _set(_metric("Gauge", "normsweep_trial_task", "the task a trial is on (1-based)", TRIAL_TAGS),
              task, self.tags)
 
-    def task_end(self, event: dict[str, Any]) -> None:
-        self.on_task(event["task"] + 1)
+    def task_end(self, event: TaskEnd) -> None:
+        self.on_task(event.task + 1)
         _set(_metric("Gauge", "normsweep_trial_class_il_acc", "class-IL accuracy after the last task",
-                     TRIAL_TAGS), event["class_il_acc"], self.tags)
-        if event.get("wall_time_s"):
+                     TRIAL_TAGS), event.class_il_acc, self.tags)
+        if event.steps_per_s is not None:
             _set(_metric("Gauge", "normsweep_trial_steps_per_s", "optimizer steps per second so far",
-                         TRIAL_TAGS), event["steps"] / event["wall_time_s"], self.tags)
+                         TRIAL_TAGS), event.steps_per_s, self.tags)
         tasks = _metric("Counter", "normsweep_tasks_finished", "CL tasks finished", ("sweep",))
         if tasks is not None:
             with contextlib.suppress(Exception):

@@ -16,10 +16,10 @@ Tune experiments of `trials_per_tuner` trials, so what Tune holds per trial is f
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +30,14 @@ from ray.tune.logger import JsonLoggerCallback
 from ray.tune import PlacementGroupFactory
 from ray.tune.search import Searcher
 
+from engine.errors import one_line
 from orchestrator.failfast import FailFast, Tripped, is_crash
 from orchestrator.gpu_pool import GpuPool, resource_name
 from orchestrator.ledger import SweepDir, clear_error, read_error, record_error
 from orchestrator.progress import ProgressBoard
 from orchestrator.ray_metrics import SweepGauges
 from orchestrator.sweep import PlannedTrial
-from orchestrator.tune_config import payload_of, tune_config
+from orchestrator.tune_config import TrialPayload, payload_of, tune_config
 from orchestrator import tracking
 
 # Tune's console output, its automatic CSV/TensorBoard loggers and its Ctrl-C handler give way
@@ -93,17 +94,15 @@ def log_file_for(trial: PlannedTrial, sweep: SweepDir, logdir: Path | None) -> s
     return str((Path(logdir).expanduser().resolve() if logdir else sweep.logs) / f"{trial.run_name}.txt")
 
 
-def payload(trial: PlannedTrial, sweep: SweepDir, opts: RunOptions) -> dict[str, Any]:
-    """Everything the trial process needs, as plain data (it travels in Tune's trial config)."""
-    return {
-        "trial_id": trial.trial_id, "run_name": trial.run_name, "config": trial.config.to_dict(),
-        "out_dir": str(sweep.trial_dir(trial.trial_id)), "sweep_dir": str(sweep.root),
-        "log_file": log_file_for(trial, sweep, opts.logdir),
-        "cpus": opts.cpus_per_trial, "gpus": opts.gpu_shares.get(trial.trial_id, opts.gpus_per_trial),
-        "coldsecs": opts.coldsecs,
-        "wandb": tracking.run_settings(opts.wandb_mode, opts.wandb_project, trial.config.dataset, sweep.name,
-                                       trial.wandb_name or trial.run_name, trial.trial_id, sweep.wandb),
-    }
+def payload(trial: PlannedTrial, sweep: SweepDir, opts: RunOptions) -> TrialPayload:
+    return TrialPayload(
+        trial_id=trial.trial_id, run_name=trial.run_name, config=trial.config.to_dict(),
+        out_dir=str(sweep.trial_dir(trial.trial_id)), sweep_dir=str(sweep.root),
+        log_file=log_file_for(trial, sweep, opts.logdir),
+        cpus=opts.cpus_per_trial, gpus=opts.gpu_shares.get(trial.trial_id, opts.gpus_per_trial),
+        coldsecs=opts.coldsecs,
+        wandb=tracking.run_settings(opts.wandb_mode, opts.wandb_project, trial.config.dataset, sweep.name,
+                                    trial.wandb_name or trial.run_name, trial.trial_id, sweep.wandb))
 
 
 def run_sweep(trials: list[PlannedTrial], sweep: SweepDir, opts: RunOptions, already_done: int = 0,
@@ -117,7 +116,7 @@ def run_sweep(trials: list[PlannedTrial], sweep: SweepDir, opts: RunOptions, alr
         return outcome
     payloads = [payload(t, sweep, opts) for t in trials]
     for t, p in zip(trials, payloads):  # the ledger's "planned" record (report: pending until done)
-        sweep.record_planned(t.trial_id, t.run_name, p["config"], p["log_file"])
+        sweep.record_planned(t.trial_id, t.run_name, p.config, p.log_file)
     board = ProgressBoard({t.trial_id: t.config.n_tasks for t in trials},
                           already_done=already_done, stream=board_stream, every_s=opts.progress_every_s)
     if opts.gpu_pool:   # GPU changes get a line each, and the status line says which are in use
@@ -148,7 +147,7 @@ def run_sweep(trials: list[PlannedTrial], sweep: SweepDir, opts: RunOptions, alr
     return outcome
 
 
-def _tuner(trainable, payloads: list[dict[str, Any]], name: str, sweep: SweepDir, opts: RunOptions,
+def _tuner(trainable, payloads: list[TrialPayload], name: str, sweep: SweepDir, opts: RunOptions,
            stopper: FailFast, callback: "_SweepCallback") -> tune.Tuner:
     return tune.Tuner(
         tune.with_resources(trainable, trial_resources(opts)),
@@ -172,9 +171,9 @@ def trial_resources(opts: RunOptions):
 
     def of(config: dict[str, Any]) -> PlacementGroupFactory:
         trial = payload_of(config)
-        ask = {"CPU": opts.cpus_per_trial, "GPU": trial["gpus"]}
-        if trial.get("gpu_uuid"):
-            ask[resource_name(trial["gpu_uuid"])] = trial["gpus"]
+        ask = {"CPU": opts.cpus_per_trial, "GPU": trial.gpus}
+        if trial.gpu_uuid:
+            ask[resource_name(trial.gpu_uuid)] = trial.gpus
         return PlacementGroupFactory([ask])
     return of
 
@@ -192,7 +191,7 @@ class PendingTrials(Searcher):
     that others leave idle has a free slot, and it names that GPU.
     """
 
-    def __init__(self, payloads: list[dict[str, Any]], pool: GpuPool | None = None):
+    def __init__(self, payloads: list[TrialPayload], pool: GpuPool | None = None):
         super().__init__()
         self.payloads, self.handed_out, self.pool = payloads, 0, pool
         self.placed: dict[str, tuple[str, float]] = {}   # Tune's trial id -> (its GPU, share), until it ends
@@ -202,11 +201,11 @@ class PendingTrials(Searcher):
             return Searcher.FINISHED
         payload = self.payloads[self.handed_out]
         if self.pool is not None:
-            gpu = self.pool.place(payload["gpus"])
+            gpu = self.pool.place(payload.gpus)
             if gpu is None:
                 return None
-            self.placed[trial_id] = (gpu, payload["gpus"])
-            payload = {**payload, "gpu_uuid": gpu}
+            self.placed[trial_id] = (gpu, payload.gpus)
+            payload = dataclasses.replace(payload, gpu_uuid=gpu)
         self.handed_out += 1
         return tune_config(payload)
 
@@ -251,8 +250,9 @@ def _reconcile(trials: list[PlannedTrial], sweep: SweepDir, outcome: SweepOutcom
                                           (sweep.planned(t.trial_id) or {}).get("log_file")))
 
 
-def one_line(exc: BaseException | str | None) -> str:
-    """A trial's exception as one line: the user error's type and message, or what Ray says."""
+def trial_error(exc: BaseException | str | None) -> str:
+    """What a trial failed of, as one line: the user error's type and message (not Ray's
+    wrapper), a traceback's last "SomeError: message" line, or what Ray says."""
     from ray.exceptions import RayActorError
 
     if exc is None:
@@ -260,14 +260,14 @@ def one_line(exc: BaseException | str | None) -> str:
     if isinstance(exc, str):  # a traceback's text: its "SomeError: message" line, else the first
         lines = [ln.strip() for ln in exc.splitlines() if ln.strip()]
         errors = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt|Exit)\b", ln)]
-        return ((errors or lines or ["unknown error"])[-1 if errors else 0])[:300]
+        return one_line((errors or lines or ["unknown error"])[-1 if errors else 0])
     cause = getattr(exc, "cause", None)
     if isinstance(cause, BaseException) and cause is not exc:   # RayTaskError wraps the user's
-        return one_line(cause)
+        return trial_error(cause)
     if isinstance(exc, RayActorError):
         return f"{type(exc).__name__}: the trial process died (killed, out of host memory, or crashed)"
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+    return one_line(f"{type(exc).__name__}: {text[0] if text else ''}")
 
 
 class _SweepCallback(tune.Callback):
@@ -278,7 +278,7 @@ class _SweepCallback(tune.Callback):
         self.board, self.outcome, self.stopper, self.gauges = board, outcome, stopper, gauges
 
     @staticmethod
-    def _info(trial) -> dict[str, Any]:
+    def _info(trial) -> TrialPayload:
         return payload_of(trial.config)
 
     def on_step_end(self, iteration, trials, **info):
@@ -287,43 +287,43 @@ class _SweepCallback(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         t = self._info(trial)
-        self.board.started_trial(t["trial_id"])
-        self.gauges.gpu(t.get("gpu_uuid"), +1)
+        self.board.started_trial(t.trial_id)
+        self.gauges.gpu(t.gpu_uuid, +1)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        tid = self._info(trial)["trial_id"]
+        tid = self._info(trial).trial_id
         self.outcome.last_results[tid] = {k: v for k, v in result.items() if not isinstance(v, dict)}
         self.board.reported(tid, result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         t = self._info(trial)
-        self.gauges.gpu(t.get("gpu_uuid"), -1)
+        self.gauges.gpu(t.gpu_uuid, -1)
         last = trial.last_result or {}
         if last.get("status") == "failed":  # TrainingError: the trial wrote error.json itself
             self._failed(t, str(last.get("error")), why="not retried")
-            self.stopper.failed(str(last.get("error")), t["log_file"], bool(last.get("config_error")))
+            self.stopper.failed(str(last.get("error")), t.log_file, bool(last.get("config_error")))
         else:
-            self.board.ended(t["trial_id"], ok=True)
+            self.board.ended(t.trial_id, ok=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         t = self._info(trial)
-        self.gauges.gpu(t.get("gpu_uuid"), -1)   # it starts again
-        self.board.retried(f"retrying {t['run_name']} (failure {trial.num_failures}): "
-                           f"{one_line(_error_of(trial))}")
+        self.gauges.gpu(t.gpu_uuid, -1)   # it starts again
+        self.board.retried(f"retrying {t.run_name} (failure {trial.num_failures}): "
+                           f"{trial_error(_error_of(trial))}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         t = self._info(trial)
-        self.gauges.gpu(t.get("gpu_uuid"), -1)
+        self.gauges.gpu(t.gpu_uuid, -1)
         exc = _error_of(trial)
-        error = one_line(exc)
-        record_error(t["out_dir"], t["trial_id"], error, t["log_file"])
+        error = trial_error(exc)
+        record_error(t.out_dir, t.trial_id, error, t.log_file)
         self._failed(t, error, why=f"{trial.num_failures} attempt(s)")
-        self.stopper.failed(error, t["log_file"], not is_crash(exc))
+        self.stopper.failed(error, t.log_file, not is_crash(exc))
 
-    def _failed(self, t: dict[str, Any], error: str, why: str) -> None:
-        self.outcome.failed.append(Failure(t["trial_id"], t["run_name"], error, t["log_file"]))
-        self.board.ended(t["trial_id"], ok=False,
-                         line=f"FAILED {t['run_name']} ({why}): {error}\n  log: {t['log_file']}")
+    def _failed(self, t: TrialPayload, error: str, why: str) -> None:
+        self.outcome.failed.append(Failure(t.trial_id, t.run_name, error, t.log_file))
+        self.board.ended(t.trial_id, ok=False,
+                         line=f"FAILED {t.run_name} ({why}): {error}\n  log: {t.log_file}")
 
 
 def _error_of(trial) -> BaseException | str | None:

@@ -115,13 +115,16 @@ def test_tune_records_load_with_tunes_own_tools_with_flat_config_columns(ray_clu
 
 
 def test_tune_config_is_flat_and_gives_the_payload_back():
-    from orchestrator.tune_config import payload_of, tune_config
+    import dataclasses
 
-    payload = {"trial_id": "t1", "run_name": "r", "config": {"norm": "bn", "seed": 3, "norm_args": {}},
-               "out_dir": "/o", "gpu_uuid": "GPU-1"}
+    from orchestrator.tune_config import TrialPayload, payload_of, tune_config
+
+    payload = TrialPayload(trial_id="t1", run_name="r", config={"norm": "bn", "seed": 3, "norm_args": {}},
+                           out_dir="/o", sweep_dir="/s", log_file=None, gpu_uuid="GPU-1")
     config = tune_config(payload)
     assert config["norm"] == "bn" and config["seed"] == 3 and config["run_name"] == "r"
-    assert config["_trial"] == {"out_dir": "/o", "gpu_uuid": "GPU-1"}
+    assert config["_trial"]["out_dir"] == "/o" and config["_trial"]["gpu_uuid"] == "GPU-1"
+    assert not {"trial_id", "run_name", "config"} & set(config["_trial"])
     assert payload_of(config) == payload
     with pytest.raises(ValueError, match="run_name"):
-        tune_config({**payload, "config": {"run_name": "x"}})
+        tune_config(dataclasses.replace(payload, config={"run_name": "x"}))

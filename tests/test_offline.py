@@ -6,7 +6,8 @@ import torch
 import engine.norms as norms
 from engine.config import TrialConfig
 from engine.errors import ConfigError
-from engine.methods.base import ExemplarMethod
+from engine.events import TaskEnd
+from engine.methods.exemplar import ExemplarMethod
 from engine.results import CHECKPOINT_FILE, load_checkpoint
 from engine.trainer import (build_trial, epoch_batches, run_trial, train_task, validation_loss,
                             validation_split)
@@ -106,7 +107,7 @@ def test_interrupted_offline_trial_resumes_with_memory_and_old_model(tmp_path, m
     whole = run_trial(cfg, tmp_path / "whole")
 
     def crash(event):
-        if event["event"] == "task_end" and event["task"] == 1:
+        if isinstance(event, TaskEnd) and event.task == 1:
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
         run_trial(cfg, tmp_path / "cut", progress=crash)
@@ -114,7 +115,7 @@ def test_interrupted_offline_trial_resumes_with_memory_and_old_model(tmp_path, m
     assert ckpt["method"]["extra"]["old_net"] is not None                # the previous model is saved
     assert ckpt["method"]["buffer"]["count"] == 21                       # herding: ceil(20 / 7 seen classes) = 3 each
     tasks = []
-    resumed = run_trial(cfg, tmp_path / "cut", progress=lambda e: tasks.append(e["task"]))
+    resumed = run_trial(cfg, tmp_path / "cut", progress=lambda e: tasks.append(e.task))
     assert sorted(set(tasks)) == [2]
     assert resumed["acc_matrix"] == whole["acc_matrix"] and resumed["steps"] == whole["steps"]
     assert not (tmp_path / "cut" / CHECKPOINT_FILE).exists()
@@ -125,7 +126,7 @@ def test_best_validation_epoch_is_restored(tmp_path):
     dataset, method = build_trial(cfg, torch.device("cpu"))
     events = []
     train_task(method, dataset, cfg, 0, events.append)
-    losses = [e["val_loss"] for e in events]
+    losses = [e.val_loss for e in events]
     assert len(losses) == 4
     _, val = validation_split(dataset.tasks[0].y_train, cfg.seed, 0)
     task = dataset.tasks[0]
@@ -199,4 +200,4 @@ def test_offline_defaults_and_checks():
     with pytest.raises(ConfigError, match="herding"):
         offline_cfg(model="der").resolved()
     with pytest.raises(ConfigError, match="buffer_size=5 must be at least the 10 classes"):
-        build_trial(offline_cfg(model="finetune", buffer_size=5).resolved(), torch.device("cpu"))
+        offline_cfg(model="finetune", buffer_size=5).resolved()   # before anything is built

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from engine.backbones.heads import CosineLinear
 from engine.buffers.herding import HerdingBuffer, herding_select
-from engine.methods.base import class_balanced_pick, taskwise_log_softmax
+from engine.methods.exemplar import taskwise_log_softmax
+from engine.sampling import class_balanced_pick
 from engine.methods.icarl import exemplar_means, nme_scores
 from engine.methods.lucir import adaptive_lambda, less_forget_loss, margin_ranking_loss
 from engine.methods.ssil import separated_softmax_loss, task_wise_kd

@@ -18,9 +18,9 @@ def test_trials_that_differ_only_in_training_share_one_build():
     assert len(cfgs) == 8 and check_builds(cfgs) == 1
 
 
-def test_the_smallest_buffer_of_a_build_is_the_one_checked():
+def test_a_herding_buffer_below_the_class_count_is_refused_when_the_grid_expands():
     with pytest.raises(ConfigError, match="buffer_size=5 must be at least the 10 classes of seq-synth"):
-        check_builds(configs(buffer_mode="herding", buffer_sizes=[200, 5]))
+        configs(buffer_mode="herding", buffer_sizes=[200, 5])     # before any network is built
 
 
 def test_a_layer_that_fails_on_the_grids_shapes_is_refused_without_data():

@@ -174,10 +174,12 @@ def test_the_logged_command_reproduces_the_trial_bit_for_bit(ray_cluster, tmp_pa
     command = re.search(r"same trial by hand: python (-m engine .*)", log).group(1)
     assert "--threads 1 " in command                      # the sweep's thread count, not the machine's
     command = re.sub(r"--out \S+", f"--out {tmp_path / 'again'}", command)
-    subprocess.run([sys.executable, *command.split()], check=True, capture_output=True,
-                   cwd=Path(__file__).resolve().parents[1])
+    by_hand = subprocess.run([sys.executable, *command.split()], check=True, capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parents[1])
     again = json.loads((tmp_path / "again" / "result.json").read_text())
     assert again["trial_id"] == swept["trial_id"] and again["acc_matrix"] == swept["acc_matrix"]
+    task_lines = re.compile(r"task \d+/\d+: class-IL \S+  task-IL \S+")   # one writer (TaskEnd.line)
+    assert task_lines.findall(by_hand.stderr) and task_lines.findall(by_hand.stderr) == task_lines.findall(log)
 
 
 def test_engine_refuses_a_thread_count_below_one():

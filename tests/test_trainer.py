@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from engine.errors import ConfigError, TrainingError
+from engine.events import EpochEnd, TaskEnd
 from engine.methods import REGISTRY as METHODS
 from engine.results import CHECKPOINT_FILE, RESULT_FILE
 from engine.trainer import build_trial, run_trial
@@ -18,7 +19,7 @@ class Crash(Exception):
 
 def crash_after(task_index):
     def progress(event):
-        if event["event"] == "task_end" and event["task"] == task_index:
+        if isinstance(event, TaskEnd) and event.task == task_index:
             raise Crash()
     return progress
 
@@ -31,7 +32,7 @@ def test_interrupted_trial_resumes_to_the_same_metrics(tmp_path, tiny_cfg, model
         run_trial(cfg, tmp_path / "cut", progress=crash_after(1))
     assert (tmp_path / "cut" / CHECKPOINT_FILE).exists() and not (tmp_path / "cut" / RESULT_FILE).exists()
     tasks_seen = []
-    resumed = run_trial(cfg, tmp_path / "cut", progress=lambda e: tasks_seen.append(e["task"]))
+    resumed = run_trial(cfg, tmp_path / "cut", progress=lambda e: tasks_seen.append(e.task))
     assert tasks_seen == [2, 3, 4]                      # continued from the last finished task
     assert resumed["acc_matrix"] == whole["acc_matrix"]
     assert resumed["metrics"] == whole["metrics"]
@@ -88,7 +89,7 @@ def test_offline_learning_rate_follows_the_multistep_schedule_every_stage(tmp_pa
     events = []
     cfg = tiny_cfg(setting="offline", epochs=4, lr=0.1, lr_milestones=(1, 3), lr_gamma=0.5, n_tasks=2)
     run_trial(cfg, tmp_path, events.append)
-    rates = [(e["task"], e["lr"]) for e in events if e["event"] == "epoch_end"]
+    rates = [(e.task, e.lr) for e in events if isinstance(e, EpochEnd)]
     assert rates == [(t, lr) for t in range(2) for lr in (0.1, 0.05, 0.05, 0.025)]
 
 

@@ -30,8 +30,7 @@ import torch
 from engine.datasets import REGISTRY
 from engine.datasets.base import DatasetSpec, RawData, fixed
 from engine.datasets.download import Archive
-from engine.datasets.files import one_line
-from engine.errors import ConfigError
+from engine.errors import ConfigError, one_line
 from engine.options import Option
 
 OPTIONS = {"download": Option(bool, True, "download CIFAR into data_root when it is missing")}

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from engine.datasets.files import file_lock, one_line
-from engine.errors import ConfigError
+from engine.datasets.files import file_lock
+from engine.errors import ConfigError, one_line
 
 CONNECT_TIMEOUT_S = 5.0   # no network -> fail fast instead of hanging
 READ_TIMEOUT_S = 30.0     # a stalled transfer fails instead of hanging forever

@@ -11,20 +11,13 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, one_line
 from engine.results import atomic_write
 
 try:
     import fcntl
 except ImportError:  # not POSIX: no cross-process lock, concurrent trials may fetch twice
     fcntl = None  # type: ignore[assignment]
-
-
-def one_line(err: BaseException) -> str:
-    """An exception as one short line, to embed in a ConfigError message."""
-    text = " ".join(str(err).split())
-    text = f"{type(err).__name__}: {text}" if text else type(err).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def write_cache(path: Path, payload: dict, dataset: str) -> None:

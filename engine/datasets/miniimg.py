@@ -30,8 +30,7 @@ import torch
 
 from engine.datasets import REGISTRY
 from engine.datasets.base import DatasetSpec, RawData, fixed
-from engine.datasets.files import one_line
-from engine.errors import ConfigError
+from engine.errors import ConfigError, one_line
 
 NAME = "seq-miniimg"
 FOLDER = "mini-imagenet"

@@ -33,8 +33,8 @@ import torch
 from engine.datasets import REGISTRY
 from engine.datasets.base import DatasetSpec, RawData, fixed
 from engine.datasets import files
-from engine.datasets.files import file_lock, one_line
-from engine.errors import ConfigError
+from engine.datasets.files import file_lock
+from engine.errors import ConfigError, one_line
 
 NAME = "seq-tinyimg"
 FOLDER = "tiny-imagenet-200"

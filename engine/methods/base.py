@@ -8,7 +8,7 @@ and task ids, `store`).
 Two families share it:
 - `Method` (mammoth's online methods): replay rows are a fresh random draw from the buffer at
   every step, and the buffer takes every step's current rows (reservoir, ring).
-- `ExemplarMethod` (the offline TBBN/FACIL protocol: finetune, lucir, icarl, eeil, ssil): the
+- `ExemplarMethod` (engine/methods/exemplar.py; the offline TBBN/FACIL protocol: finetune, lucir, icarl, eeil, ssil): the
   memory is fixed while a task trains and rebuilt at its end (herding, or the buffer's policy over
   the task's rows); the trainer streams it beside the current rows, so every batch is
   `[n_c current | n_m exemplars]` (48 + 16 by default); one block of class weights per task,
@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine import buffers, norms
-from engine.backbones.heads import TaskLinear
+from engine import buffers, datasets, norms
 from engine.device import autocast, eval_chunk, update_in_backward
 from engine.errors import ConfigError
 from engine.folding import folded
@@ -84,10 +83,6 @@ class Method:
         self.buffer = (buffers.REGISTRY.get(cfg.buffer_mode)(cfg.buffer_size, dataset.n_tasks, device)
                        if self.uses_buffer else None)
         herding = getattr(self.buffer, "selects_at_task_end", False)
-        if herding and cfg.buffer_size < dataset.n_classes:
-            raise ConfigError(f"buffer_mode herding keeps ceil(buffer_size / seen classes) exemplars per class: "
-                              f"buffer_size={cfg.buffer_size} must be at least the {dataset.n_classes} classes "
-                              f"of {dataset.name}")
         # the memory changes only at task end: herding always, and under the exemplar protocol
         self.memory_at_task_end = self.buffer is not None and (self.memory_stream or herding)
         self.prepare_net()
@@ -112,6 +107,12 @@ class Method:
             if cfg.buffer_mode == "herding" and cls.store is not Method.store:
                 raise ConfigError(f"model {cfg.model} stores per-step extras (e.g. logits), but buffer_mode "
                                   "herding selects exemplars at task end; use reservoir or ring")
+            if getattr(buffers.REGISTRY.get(cfg.buffer_mode), "selects_at_task_end", False):
+                n_classes = datasets.REGISTRY.get(cfg.dataset).geometry(cfg.data_args)[0]
+                if cfg.buffer_size < n_classes:
+                    raise ConfigError(f"buffer_mode herding keeps ceil(buffer_size / seen classes) exemplars per "
+                                      f"class: buffer_size={cfg.buffer_size} must be at least the {n_classes} "
+                                      f"classes of {cfg.dataset}")
 
     def prepare_net(self) -> None:
         """Adapt the network before the optimizer is built (heads, LUCIR's last ReLU)."""
@@ -278,94 +279,3 @@ class Method:
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
-
-
-class ExemplarMethod(Method):
-    """Base of the offline exemplar methods (TBBN's protocol, FACIL's approaches); see the module doc."""
-    SETTING_DEFAULTS: ClassVar[Mapping[str, Mapping[str, Any]]] = {}   # offline: best epoch on validation
-    memory_stream = True
-    keeps_old_model: ClassVar[bool] = False   # snapshot the model at task end into old_net (checkpointed)
-
-    def __init__(self, *args, **kwargs):
-        self.old_net: nn.Module | None = None
-        super().__init__(*args, **kwargs)
-
-    def prepare_net(self) -> None:
-        self.net.head = self.make_head().to(self.device)
-
-    def make_head(self) -> nn.Module:
-        return TaskLinear(self.net.feature_dim, self.data.task_sizes)
-
-    def head_tasks(self) -> list[int]:
-        """Tasks whose head block the optimizer updates (FACIL with exemplars: every seen task)."""
-        return list(range(self.task + 1))
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        head = self.net.head
-        skip = norms.frozen_parameters(self.net) | {id(p) for p in head.parameters()}
-        backbone = [p for p in self.net.parameters() if id(p) not in skip]
-        return backbone + head.shared_parameters() + head.task_parameters(self.head_tasks())
-
-    # ---- class ranges of the current task (labels are remapped: task k owns [off[k], off[k+1])) ----
-    @property
-    def old_hi(self) -> int:
-        return self.data.task_offsets[self.task]
-
-    @property
-    def seen_hi(self) -> int:
-        return self.data.task_offsets[self.task + 1]
-
-    # ---- old model -------------------------------------------------------------------------
-    def finish_task(self, task: int) -> None:
-        if self.keeps_old_model:
-            self.old_net = freeze(copy.deepcopy(self.net))
-
-    @torch.no_grad()
-    def old_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.old_net(x)
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"old_net": None if self.old_net is None else self.old_net.state_dict()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        if state.get("old_net") is not None:
-            self.old_net = copy.deepcopy(self.net)
-            self.old_net.load_state_dict(state["old_net"])
-            freeze(self.old_net)
-
-    # ---- loss helpers ------------------------------------------------------------------------
-    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """Cross-entropy over the seen classes (FACIL: the heads that exist), on every row."""
-        return F.cross_entropy(logits[:, : self.seen_hi], batch.y)
-
-    @torch.no_grad()
-    def validation_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.net(x)[:, : self.seen_hi], y, reduction="sum")
-
-
-def freeze(net: nn.Module) -> nn.Module:
-    """A frozen reference copy: eval mode (running statistics), no gradients."""
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
-
-
-def taskwise_log_softmax(logits: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    """log_softmax within each task's block of columns (SSIL's and EEIL's task-wise softmax)."""
-    return torch.cat([block.log_softmax(dim=1) for block in logits.split(sizes, dim=1)], dim=1)
-
-
-def class_balanced_pick(y: torch.Tensor, n_take: torch.Tensor,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
-    """Indices of a random subset holding `n_take[c]` rows of every label c (all rows when fewer),
-    ascending. Vectorised: one random key per row, ranked within its label."""
-    device = y.device
-    keys = torch.rand(y.shape[0], generator=generator, device=generator.device if generator else device).to(device)
-    order = torch.argsort(keys)
-    order = order[torch.argsort(y[order], stable=True)]               # by label, random inside a label
-    counts = torch.bincount(y, minlength=n_take.shape[0])
-    starts = counts.cumsum(0) - counts
-    labels = y[order]
-    rank = torch.arange(y.shape[0], device=device) - starts[labels]
-    return order[rank < n_take.to(device)[labels]].sort().values

@@ -20,8 +20,10 @@ import torch.nn.functional as F
 
 from engine.buffers.herding import per_class_slots
 from engine.methods import REGISTRY
-from engine.methods.base import ExemplarMethod, Stage, class_balanced_pick
+from engine.methods.base import Stage
+from engine.methods.exemplar import ExemplarMethod
 from engine.options import Option
+from engine.sampling import class_balanced_pick
 
 
 @REGISTRY.register("eeil")

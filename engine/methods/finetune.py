@@ -2,7 +2,7 @@
 row of the `[current | exemplars]` batch. The offline protocol's baseline; `sgd` is the online,
 memory-less lower bound."""
 from engine.methods import REGISTRY
-from engine.methods.base import ExemplarMethod
+from engine.methods.exemplar import ExemplarMethod
 
 
 @REGISTRY.register("finetune", "finetuning")

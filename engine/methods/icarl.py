@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.methods import REGISTRY
-from engine.methods.base import ExemplarMethod
+from engine.methods.exemplar import ExemplarMethod
 from engine.options import Option
 
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from engine.backbones.heads import CosineLinear
 from engine.errors import ConfigError
 from engine.methods import REGISTRY
-from engine.methods.base import ExemplarMethod
+from engine.methods.exemplar import ExemplarMethod
 from engine.options import Option
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.methods import REGISTRY
-from engine.methods.base import ExemplarMethod, taskwise_log_softmax
+from engine.methods.exemplar import ExemplarMethod, taskwise_log_softmax
 from engine.options import Option
 
 
