@@ -17,7 +17,8 @@ from engine.registry import Registry
 __all__ = ["REGISTRY", "ContinualDataset", "DatasetSpec", "RawData", "Task", "build_dataset",
            "fetch_missing", "prepare", "resolve_options"]
 
-REGISTRY: Registry[DatasetSpec] = Registry("dataset")
+# `@REGISTRY.register(name, n_tasks=..., mean=..., ...)` on a family's load function
+REGISTRY: Registry[DatasetSpec] = Registry("dataset", entry=lambda load, name, **fields: DatasetSpec(name, load, **fields))
 
 
 def resolve_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:

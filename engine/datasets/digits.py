@@ -13,9 +13,14 @@ import numpy as np
 import torch
 
 from engine.datasets import REGISTRY
-from engine.datasets.base import DatasetSpec, RawData, fixed
+from engine.datasets.base import RawData, fixed
 
 
+@REGISTRY.register("seq-digits",
+                   n_tasks=5, mean=(0.30,), std=(0.38,), crop_padding=1,
+                   flip=False, default_backbone="resnet18_reduced", geometry=fixed(10, (1, 8, 8)),
+                   rows=lambda o: (1_442, 355),
+                   source="scikit-learn's bundled digits (no download)")
 def load_digits(root: Path, options: Mapping[str, Any]) -> RawData:
     from sklearn.datasets import load_digits as sk_load
 
@@ -30,10 +35,3 @@ def load_digits(root: Path, options: Mapping[str, Any]) -> RawData:
     x, y = torch.from_numpy(images), torch.from_numpy(labels)
     return RawData(x[~torch.from_numpy(test)], y[~torch.from_numpy(test)],
                    x[torch.from_numpy(test)], y[torch.from_numpy(test)], n_classes=10)
-
-
-REGISTRY.register("seq-digits")(DatasetSpec(
-    name="seq-digits", load=load_digits, n_tasks=5, mean=(0.30,), std=(0.38,), crop_padding=1,
-    flip=False, default_backbone="resnet18_reduced", geometry=fixed(10, (1, 8, 8)),
-    rows=lambda o: (1_442, 355),
-    source="scikit-learn's bundled digits (no download)"))

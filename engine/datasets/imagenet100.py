@@ -40,7 +40,7 @@ from typing import Any, Mapping
 import torch
 
 from engine.datasets import REGISTRY, files
-from engine.datasets.base import DatasetSpec, RawData
+from engine.datasets.base import RawData
 from engine.datasets.files import decode_images, file_lock
 from engine.errors import ConfigError
 from engine.options import Option
@@ -69,6 +69,18 @@ HOW = ("see engine/datasets/imagenet100.py for the layout "
        "(<data_root>/imagenet100/classes.txt, train/<wnid>/, val/<wnid>/)")
 
 
+def check_imagenet100(root: Path, o: Mapping[str, Any]) -> None:
+    """The class list and every listed class's files are there (no image is opened)."""
+    _files(root, o)
+
+
+@REGISTRY.register(NAME,
+                   n_tasks=10,
+                   mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop_padding=28, flip=True,
+                   default_backbone="resnet18_imagenet", options=OPTIONS, check=check_imagenet100,
+                   geometry=lambda o: (len(ICARL_ORDER), (3, o["image_size"], o["image_size"])),
+                   rows=lambda o: (130_000, 5_000),   # at most 1300 train images per ImageNet class, 50 val
+                   source="<data_root>/imagenet100: classes.txt (100 WordNet ids) + train/<wnid>/, val/<wnid>/ (ImageFolder)")
 def load_imagenet100(root: Path, o: Mapping[str, Any]) -> RawData:
     folder, wnids, remap, train, test = _files(root, o)
     how = HOW
@@ -88,11 +100,6 @@ def load_imagenet100(root: Path, o: Mapping[str, Any]) -> RawData:
                     files.write_cache(cache, arrays, NAME)
     return RawData(arrays["x_train"], remap[torch.tensor(train[1], dtype=torch.long)],
                    arrays["x_test"], remap[torch.tensor(test[1], dtype=torch.long)], n_classes=len(wnids))
-
-
-def check_imagenet100(root: Path, o: Mapping[str, Any]) -> None:
-    """The class list and every listed class's files are there (no image is opened)."""
-    _files(root, o)
 
 
 def _files(root: Path, o: Mapping[str, Any]):
@@ -166,12 +173,3 @@ def _read_cache(path: Path, n_train: int, n_test: int, size: int) -> dict | None
     except Exception:  # truncated or garbage file
         return None
     return c if ok else None
-
-
-REGISTRY.register(NAME)(DatasetSpec(
-    name=NAME, load=load_imagenet100, n_tasks=10,
-    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop_padding=28, flip=True,
-    default_backbone="resnet18_imagenet", options=OPTIONS, check=check_imagenet100,
-    geometry=lambda o: (len(ICARL_ORDER), (3, o["image_size"], o["image_size"])),
-    rows=lambda o: (130_000, 5_000),   # at most 1300 train images per ImageNet class, 50 val
-    source="<data_root>/imagenet100: classes.txt (100 WordNet ids) + train/<wnid>/, val/<wnid>/ (ImageFolder)"))

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from engine.datasets import REGISTRY
-from engine.datasets.base import DatasetSpec, RawData, fixed
+from engine.datasets.base import RawData, fixed
 from engine.errors import ConfigError, one_line
 
 NAME = "seq-miniimg"
@@ -44,11 +44,6 @@ HOW = (f"put {', '.join(NPY)} (mammoth) or {', '.join(PICKLES)} there (no automa
        f"ImageNet's terms), or pass --data_root")
 
 
-def load_miniimg(root: Path, options: Mapping[str, Any]) -> RawData:
-    folder, pickles = _files(root)
-    return _load_npy(folder, HOW) if pickles is None else _load_pickles(pickles, HOW)
-
-
 def check_miniimg(root: Path, options: Mapping[str, Any]) -> None:
     """The files are there (.npy arrays: their headers are read too, not their data)."""
     folder, pickles = _files(root)
@@ -56,6 +51,18 @@ def check_miniimg(root: Path, options: Mapping[str, Any]) -> None:
         arrays = _read_npy(folder, HOW, mmap_mode="r")  # mapped: only the headers and labels are read
         _validate(*arrays[:2], folder / "train_x.npy", HOW)
         _validate(*arrays[2:], folder / "test_x.npy", HOW)
+
+
+@REGISTRY.register("seq-miniimg",
+                   n_tasks=20,
+                   mean=(0.47313006, 0.44905752, 0.40378186), std=(0.27292014, 0.26559181, 0.27953038),
+                   crop_padding=4, flip=True, default_backbone="resnet18", check=check_miniimg,
+                   geometry=fixed(N_CLASSES, (3, 84, 84)),
+                   rows=lambda o: (500 * N_CLASSES, 100 * N_CLASSES),
+                   source=f"<data_root>/{FOLDER} (mammoth's train_x.npy... or the mini-imagenet-cache-*.pkl files)")
+def load_miniimg(root: Path, options: Mapping[str, Any]) -> RawData:
+    folder, pickles = _files(root)
+    return _load_npy(folder, HOW) if pickles is None else _load_pickles(pickles, HOW)
 
 
 def _files(root: Path) -> tuple[Path, list[Path] | None]:
@@ -155,12 +162,3 @@ def _load_pickles(paths: list[Path], how: str) -> RawData:
 
     (x_train, y_train), (x_test, y_test) = gather(1), gather(2)
     return RawData(x_train, y_train, x_test, y_test, n_classes=N_CLASSES)
-
-
-REGISTRY.register("seq-miniimg")(DatasetSpec(
-    name="seq-miniimg", load=load_miniimg, n_tasks=20,
-    mean=(0.47313006, 0.44905752, 0.40378186), std=(0.27292014, 0.26559181, 0.27953038),
-    crop_padding=4, flip=True, default_backbone="resnet18", check=check_miniimg,
-    geometry=fixed(N_CLASSES, (3, 84, 84)),
-    rows=lambda o: (500 * N_CLASSES, 100 * N_CLASSES),
-    source=f"<data_root>/{FOLDER} (mammoth's train_x.npy... or the mini-imagenet-cache-*.pkl files)"))

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.datasets import REGISTRY
-from engine.datasets.base import DatasetSpec, RawData
+from engine.datasets.base import RawData
 from engine.options import Option
 
 OPTIONS = {
@@ -26,6 +26,12 @@ OPTIONS = {
 }
 
 
+@REGISTRY.register("seq-synth",
+                   n_tasks=5, mean=(0.5,), std=(0.25,),
+                   crop_padding=2, flip=True, default_backbone="resnet18_reduced", options=OPTIONS,
+                   geometry=lambda o: (o["n_classes"], (o["channels"], o["image_size"], o["image_size"])),
+                   rows=lambda o: (o["train_per_class"] * o["n_classes"], o["test_per_class"] * o["n_classes"]),
+                   source="generated in memory")
 def load_synth(root: Path, o: Mapping[str, Any]) -> RawData:
     g = torch.Generator().manual_seed(o["data_seed"])
     k, c, s = o["n_classes"], o["channels"], o["image_size"]
@@ -42,11 +48,3 @@ def load_synth(root: Path, o: Mapping[str, Any]) -> RawData:
 
     (xtr, ytr), (xte, yte) = draw(o["train_per_class"]), draw(o["test_per_class"])
     return RawData(xtr, ytr, xte, yte, n_classes=k)
-
-
-REGISTRY.register("seq-synth")(DatasetSpec(
-    name="seq-synth", load=load_synth, n_tasks=5, mean=(0.5,), std=(0.25,),
-    crop_padding=2, flip=True, default_backbone="resnet18_reduced", options=OPTIONS,
-    geometry=lambda o: (o["n_classes"], (o["channels"], o["image_size"], o["image_size"])),
-    rows=lambda o: (o["train_per_class"] * o["n_classes"], o["test_per_class"] * o["n_classes"]),
-    source="generated in memory"))

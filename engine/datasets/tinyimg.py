@@ -31,7 +31,7 @@ from typing import Any, Mapping
 import torch
 
 from engine.datasets import REGISTRY
-from engine.datasets.base import DatasetSpec, RawData, fixed
+from engine.datasets.base import RawData, fixed
 from engine.datasets import files
 from engine.datasets.files import file_lock
 from engine.errors import ConfigError, one_line
@@ -44,6 +44,17 @@ CACHE = ".cache_uint8.pt"
 CACHE_VERSION = 1   # bump when the decoding changes, so old caches are rebuilt
 
 
+def check_tinyimg(root: Path, options: Mapping[str, Any]) -> None:
+    """The class list, annotations and every class's images are listed (none is decoded)."""
+    _index(root / FOLDER, f"download {URL} and unzip it into {root}, or pass --data_root")
+
+
+@REGISTRY.register("seq-tinyimg",
+                   n_tasks=10,
+                   mean=(0.4802, 0.4480, 0.3975), std=(0.2770, 0.2691, 0.2821), crop_padding=4, flip=True,
+                   default_backbone="resnet18", check=check_tinyimg, geometry=fixed(200, (3, SIZE, SIZE)),
+                   rows=lambda o: (100_000, 10_000),
+                   source=f"<data_root>/{FOLDER} (unzip {URL})")
 def load_tinyimg(root: Path, options: Mapping[str, Any]) -> RawData:
     folder = root / FOLDER
     how = f"download {URL} and unzip it into {root}, or pass --data_root"
@@ -60,11 +71,6 @@ def load_tinyimg(root: Path, options: Mapping[str, Any]) -> RawData:
                 files.write_cache(cache, {"version": CACHE_VERSION, "fingerprint": fingerprint, **arrays}, NAME)
     return RawData(arrays["x_train"], torch.tensor(train[1], dtype=torch.long),
                    arrays["x_test"], torch.tensor(test[1], dtype=torch.long), n_classes=n_classes)
-
-
-def check_tinyimg(root: Path, options: Mapping[str, Any]) -> None:
-    """The class list, annotations and every class's images are listed (none is decoded)."""
-    _index(root / FOLDER, f"download {URL} and unzip it into {root}, or pass --data_root")
 
 
 def _index(folder: Path, how: str):
@@ -138,11 +144,3 @@ def _read_cache(path: Path, fingerprint: str, n_train: int, n_test: int) -> dict
     except Exception:  # truncated or garbage file
         return None
     return c if ok else None
-
-
-REGISTRY.register("seq-tinyimg")(DatasetSpec(
-    name="seq-tinyimg", load=load_tinyimg, n_tasks=10,
-    mean=(0.4802, 0.4480, 0.3975), std=(0.2770, 0.2691, 0.2821), crop_padding=4, flip=True,
-    default_backbone="resnet18", check=check_tinyimg, geometry=fixed(200, (3, SIZE, SIZE)),
-    rows=lambda o: (100_000, 10_000),
-    source=f"<data_root>/{FOLDER} (unzip {URL})"))

@@ -34,12 +34,12 @@ class NormContext:
 @dataclass(frozen=True)
 class NormFamily:
     make: Callable[..., nn.Module]
-    options: Mapping[str, Option]
+    options: Mapping[str, Option] = field(default_factory=dict)
     needs_shapes: bool = False          # LN: probe every BN's input (C,H,W) with a dummy forward
     setting_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per-setting option defaults
 
 
-REGISTRY: Registry[NormFamily] = Registry("norm")
+REGISTRY: Registry[NormFamily] = Registry("norm", entry=lambda make, name, **fields: NormFamily(make, **fields))
 HOOKS_ATTR = "_norm_hook_layers"
 
 

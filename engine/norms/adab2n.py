@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from engine.norms import REGISTRY, NormContext, NormFamily
+from engine.norms import REGISTRY, NormContext
 from engine.norms.common import LayoutNorm, channel_view, memory_format
 from engine.norms.layout import BatchLayout
 from engine.options import Option
@@ -165,11 +165,6 @@ class AdaB2N(LayoutNorm):
         return layout_weights(layout, self.theta, self.renormalize)
 
 
-def make_adab2n(bn: nn.BatchNorm2d, ctx: NormContext, *, kappa: float, lambd: float, ada_t0: int,
-                renormalize: bool) -> nn.Module:
-    return AdaB2N(bn, ctx.n_tasks, kappa, lambd, ada_t0, renormalize)
-
-
 OPTIONS = {
     "kappa": Option(float, 1.0, low=0.0, high=1.0,
                     doc="running-stat momentum schedule: 1 = BN's momentum, 0 = cumulative mean 1/k; "
@@ -183,4 +178,8 @@ OPTIONS = {
                                            "batch (false = official: the absent task keeps its mass)"),
 }
 
-REGISTRY.register("adab2n")(NormFamily(make=make_adab2n, options=OPTIONS))
+
+@REGISTRY.register("adab2n", options=OPTIONS)
+def make_adab2n(bn: nn.BatchNorm2d, ctx: NormContext, *, kappa: float, lambd: float, ada_t0: int,
+                renormalize: bool) -> nn.Module:
+    return AdaB2N(bn, ctx.n_tasks, kappa, lambd, ada_t0, renormalize)

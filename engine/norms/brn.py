@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.norms import REGISTRY, NormContext, NormFamily
+from engine.norms import REGISTRY, NormContext
 from engine.norms.common import copy_parameter
 
 MOMENTUM = 0.01
@@ -70,8 +70,6 @@ class BatchRenorm2d(nn.Module):
         return torch.addcmul(shift.view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1))
 
 
+@REGISTRY.register("brn")
 def make_brn(bn: nn.BatchNorm2d, ctx: NormContext, **_) -> nn.Module:
     return BatchRenorm2d(bn)
-
-
-REGISTRY.register("brn")(NormFamily(make=make_brn, options={}))

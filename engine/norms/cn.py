@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.norms import REGISTRY, NormContext, NormFamily
+from engine.norms import REGISTRY, NormContext
 from engine.norms.common import BatchStatNorm, largest_divisor_at_most
 from engine.options import Option
 
@@ -38,10 +38,6 @@ class ContinualNorm(BatchStatNorm):
         return self._bn_train(z) if self.training else self._bn_eval(z)
 
 
-def make_cn(bn: nn.BatchNorm2d, ctx: NormContext, *, groups: int, freeze_affine: bool) -> nn.Module:
-    return ContinualNorm(bn, groups, freeze_affine)
-
-
 OPTIONS = {
     "groups": Option(int, 32, low=1, doc="group-norm groups G (online 32, offline 8); "
                                          "largest divisor of C not above G when G does not divide C"),
@@ -51,4 +47,7 @@ OPTIONS = {
 SETTING_DEFAULTS = {"online": {"groups": 32, "freeze_affine": True},
                     "offline": {"groups": 8, "freeze_affine": False}}
 
-REGISTRY.register("cn")(NormFamily(make=make_cn, options=OPTIONS, setting_defaults=SETTING_DEFAULTS))
+
+@REGISTRY.register("cn", options=OPTIONS, setting_defaults=SETTING_DEFAULTS)
+def make_cn(bn: nn.BatchNorm2d, ctx: NormContext, *, groups: int, freeze_affine: bool) -> nn.Module:
+    return ContinualNorm(bn, groups, freeze_affine)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.norms import REGISTRY, NormContext, NormFamily
+from engine.norms import REGISTRY, NormContext
 from engine.errors import ConfigError
 from engine.norms.common import largest_divisor_at_most, memory_format
 from engine.options import Option
@@ -30,6 +30,7 @@ class LayerNorm(nn.LayerNorm):
         return out.permute(0, 3, 1, 2)
 
 
+@REGISTRY.register("ln", needs_shapes=True)
 def make_ln(bn: nn.BatchNorm2d, ctx: NormContext, **_) -> nn.Module:
     """Layer norm over [C,H,W] per sample; the per-element affine starts from BN's per-channel one."""
     shape = tuple(ctx.feature_shapes[ctx.name])
@@ -41,6 +42,7 @@ def make_ln(bn: nn.BatchNorm2d, ctx: NormContext, **_) -> nn.Module:
     return _like(ln, bn)
 
 
+@REGISTRY.register("in", needs_shapes=True)
 def make_in(bn: nn.BatchNorm2d, ctx: NormContext, **_) -> nn.Module:
     c, h, w = ctx.feature_shapes[ctx.name]
     if h * w == 1:  # one value per channel and sample: instance statistics are undefined
@@ -50,6 +52,11 @@ def make_in(bn: nn.BatchNorm2d, ctx: NormContext, **_) -> nn.Module:
     return nn.InstanceNorm2d(bn.num_features, eps=bn.eps, affine=False, track_running_stats=False)
 
 
+GN_OPTIONS = {"groups": Option(int, 32, low=1,
+                             doc="groups G; the largest divisor of C not above G when G does not divide C")}
+
+
+@REGISTRY.register("gn", options=GN_OPTIONS)
 def make_gn(bn: nn.BatchNorm2d, ctx: NormContext, *, groups: int) -> nn.Module:
     """Group norm; a channel count `groups` does not divide gets the largest divisor below it."""
     gn = nn.GroupNorm(largest_divisor_at_most(bn.num_features, groups), bn.num_features,
@@ -60,11 +67,3 @@ def make_gn(bn: nn.BatchNorm2d, ctx: NormContext, *, groups: int) -> nn.Module:
             gn.weight.copy_(bn.weight)
             gn.bias.copy_(bn.bias)
     return gn
-
-
-GN_OPTIONS = {"groups": Option(int, 32, low=1,
-                             doc="groups G; the largest divisor of C not above G when G does not divide C")}
-
-REGISTRY.register("ln")(NormFamily(make=make_ln, options={}, needs_shapes=True))
-REGISTRY.register("in")(NormFamily(make=make_in, options={}, needs_shapes=True))
-REGISTRY.register("gn")(NormFamily(make=make_gn, options=GN_OPTIONS))

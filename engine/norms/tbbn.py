@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from engine.norms import REGISTRY, NormContext, NormFamily
+from engine.norms import REGISTRY, NormContext
 from engine.norms.common import LayoutNorm, channel_view, memory_format
 
 
@@ -135,8 +135,6 @@ class TaskBalancedBN(LayoutNorm):
         return out
 
 
+@REGISTRY.register("tbbn")
 def make_tbbn(bn: nn.BatchNorm2d, ctx: NormContext, **_) -> nn.Module:
     return TaskBalancedBN(bn)
-
-
-REGISTRY.register("tbbn")(NormFamily(make=make_tbbn, options={}))
