@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                     "use and its utilization are below this (default 0.3)")
     g.add_argument("--logdir", default=S, help="one log file per trial, named after its run "
                                                "(default: <results_dir>/<name>/_logs)")
+    # run.py's names: --models are the CL methods and --methods the normalization layers; the
+    # sweep maps them once (sweep.spec_from_flags) to `methods` and `norms`, the code's names
     g.add_argument("--models", nargs="+", default=S, help="CL methods (default: derpp er_ace)")
     g.add_argument("--num_seeds", type=POSITIVE_INT, default=S, help="seeds 0..N-1 (default 3)")
     g.add_argument("--bs", type=POSITIVE_INT, default=S, help="batch size (default: the setting's, online 10)")

@@ -77,8 +77,8 @@ ALL_DATASETS = "*"
 class SweepSpec:
     """The axes of a sweep, already parsed (lists, dicts), not yet validated by the engine."""
     datasets: tuple[str, ...]
-    models: tuple[str, ...]
-    methods: tuple[str, ...]                        # normalization layers
+    methods: tuple[str, ...]                        # CL methods (flag --models, TrialConfig.model)
+    norms: tuple[str, ...]                          # normalization layers (flag --methods)
     seeds: tuple[int, ...]
     buffer_sizes: tuple[int, ...] | None            # None: per-dataset defaults
     buffer_mode: str = "reservoir"
@@ -145,8 +145,10 @@ def spec_from_flags(flags: Mapping[str, Any]) -> SweepSpec:
         raise ConfigError(f"--buffer_mode {f['buffer_mode']!r}; choose one of: {', '.join(BUFFER_MODES)}")
     return SweepSpec(
         datasets=_names("--datasets", f["datasets"]),
-        models=_names("--models", f["models"]),
-        methods=_names("--methods", f["methods"]),
+        # run.py's flag names stay at the parser and in presets; in the code, `methods` are the CL
+        # methods and `norms` the normalization layers, from here on
+        methods=_names("--models", f["models"]),
+        norms=_names("--methods", f["methods"]),
         seeds=_seeds(f["seeds"], f["num_seeds"]),
         buffer_sizes=None if f["buffer_sizes"] is None else tuple(
             _int("--buffer_sizes", b, low=0) for b in _as_list(f["buffer_sizes"])),
@@ -230,18 +232,18 @@ def parse_trial_args(given: Any) -> dict[str, tuple]:
 
 def expand(spec: SweepSpec) -> list[PlannedTrial]:
     """Every trial of the grid, resolved by the engine, without duplicates (first one wins)."""
-    layers = [_norm_name(m) for m in spec.methods]
-    _check_entries(spec, layers)
+    norms = [_norm_name(m) for m in spec.norms]
+    _check_entries(spec, norms)
     trials: dict[str, PlannedTrial] = {}
     trial_axes = list(spec.trial_args.items())
-    for seed, dataset, layer, model in itertools.product(spec.seeds, spec.datasets, layers, spec.models):
+    for seed, dataset, norm, method in itertools.product(spec.seeds, spec.datasets, norms, spec.methods):
         dataset_key = _dataset_key(dataset)
         for buf in buffer_sizes_for(spec, dataset_key):
-            for point in grid_points(layer_grid(spec, layer, dataset_key)):
+            for point in grid_points(layer_grid(spec, norm, dataset_key)):
                 for extra in itertools.product(*(vals for _, vals in trial_axes)):
                     extras = dict(zip((k for k, _ in trial_axes), extra))
                     cfg = TrialConfig.from_dict(dict(
-                        dataset=dataset, model=model, norm=layer, seed=seed, buffer_size=buf,
+                        dataset=dataset, model=method, norm=norm, seed=seed, buffer_size=buf,
                         buffer_mode=spec.buffer_mode, setting=spec.setting, epochs=spec.epochs,
                         bs=spec.bs, norm_args=point, data_args=data_args_for(spec, dataset_key),
                         data_root=spec.data_root, deterministic=spec.deterministic,
@@ -333,7 +335,7 @@ def _suffix(cfg: TrialConfig, varying: list[str]) -> str:
 def summarize_grid(spec: SweepSpec, trials: list[PlannedTrial]) -> list[str]:
     """Counts per axis, for the confirmation prompt."""
     layers = {}
-    for m in spec.methods:
+    for m in spec.norms:
         name = _norm_name(m)
         sizes = {len(grid_points(layer_grid(spec, name, _dataset_key(d)))) for d in spec.datasets}
         layers[name] = "/".join(map(str, sorted(sizes)))
@@ -341,7 +343,7 @@ def summarize_grid(spec: SweepSpec, trials: list[PlannedTrial]) -> list[str]:
     lines = [
         f"  seeds        {len(spec.seeds)}: {', '.join(map(str, spec.seeds))}",
         f"  datasets     {len(spec.datasets)}: {', '.join(spec.datasets)}  (setting {spec.setting})",
-        f"  models       {len(spec.models)}: {', '.join(spec.models)}",
+        f"  models       {len(spec.methods)}: {', '.join(spec.methods)}",
         "  buffer sizes " + "; ".join(f"{d}: {', '.join(map(str, b))}" for d, b in bufs.items())
         + f"  ({spec.buffer_mode})",
         "  layers       " + ", ".join(f"{k} x{v}" if v != "1" else k for k, v in layers.items())
