@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.measure import run_measured  # noqa: E402
+from benchmarks.measure import DATA_ARGS, run_measured  # noqa: E402
 
 # The reference's flags for engine_throughput.py's workload (DER++ online, bs 10, replay 10,
 # reservoir 500, lr 0.03, alpha 0.1, beta 0.5, one epoch, seed 0 = the natural class order).
@@ -118,13 +118,11 @@ def run_reference(checkout: Path, norm: str, data_args: str) -> tuple[float, flo
 
 
 def main() -> None:
-    from benchmarks import engine_throughput as bench
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkout", type=Path, help="a checkout of github.com/lvyilin/AdaB2N")
     parser.add_argument("--norm", default="adab2n", choices=sorted(LAYER_FLAGS))
     args = parser.parse_args()
-    wall, rss = run_reference(args.checkout, args.norm, bench.DATA_ARGS)
+    wall, rss = run_reference(args.checkout, args.norm, DATA_ARGS)
     print(f"AdaB2N reference ({args.norm})  {wall:8.1f} s   peak RSS {rss:.0f} MiB = {rss * 2**20 / 1e9:.2f} GB")
 
 

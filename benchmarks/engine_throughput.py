@@ -38,10 +38,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.measure import host, run_measured  # noqa: E402
+from benchmarks.measure import DATA_ARGS, host, run_measured  # noqa: E402
 
 REFERENCE_WALL_S = (302.0, 319.0)
-DATA_ARGS = "n_classes=10,train_per_class=200,test_per_class=50,image_size=32,channels=3"
 
 
 # The layers every side can run, as the engine's flags (benchmarks/adab2n_reference.py has the

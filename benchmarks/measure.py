@@ -14,6 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")   # what decides the fp32 and bf16 speed on a CPU
+# The engine benchmark's images (seq-synth, CIFAR-sized), which the AdaB2N reference also trains on
+DATA_ARGS = "n_classes=10,train_per_class=200,test_per_class=50,image_size=32,channels=3"
 
 
 def host() -> str:

@@ -7,13 +7,12 @@ and writes result.json atomically only at the end.
 
 A task (`train_task`) is one or more stages (EEIL adds a balanced finetuning) of epochs. Offline,
 every stage starts a fresh SGD with its MultiStep schedule (FACIL), and with selection "val" a
-10% per-class split of the task picks the best epoch. The exemplar methods' batches are
-`[bs current | minibatch_size exemplars]` from two shuffled streams (`epoch_batches`); the online
-methods draw their replay inside the step.
+10% per-class split of the task picks the best epoch (selection.py). The exemplar methods'
+batches are `[bs current | minibatch_size exemplars]` from two shuffled streams (batches.py); the
+online methods draw their replay inside the step.
 """
 from __future__ import annotations
 
-import math
 import platform
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import torch
 
 from engine import norms
 from engine.backbones import build_backbone
+from engine.batches import epoch_batches
 from engine.config import TrialConfig
 from engine.datasets import ContinualDataset, build_dataset
 from engine.device import (describe_device, device_uuid, eval_chunk, place, resolve_device, restore_rng, rng_state,
@@ -37,10 +37,8 @@ from engine.metrics import summarize
 from engine.optim import multistep_lr
 from engine.results import (CHECKPOINT_FILE, RESULT_FILE, SCHEMA, load_checkpoint, probe_writable, read_result,
                             save_checkpoint, write_result)
-from engine.sampling import class_balanced_pick
+from engine.selection import BestEpoch, validation_loss, validation_split
 from engine.version import __version__
-
-VAL_FRACTION = 0.1   # offline selection "val": per-class share of the task's training rows held out (FACIL)
 
 
 @dataclass
@@ -179,103 +177,6 @@ def train_epoch(method: Method, x: torch.Tensor, y: torch.Tensor, memory: dict[s
         replay = None if mem is None else {k: v[mem] for k, v in memory.items()}
         losses.append(method.observe(x[cur], y[cur], replay))
     return losses
-
-
-def epoch_batches(method: Method, n_rows: int, memory: dict[str, torch.Tensor] | None,
-                  cfg: TrialConfig, mixed: bool = False) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Row indices of every step: (current rows, memory rows or None).
-
-    - online methods: `bs` current rows per step (replay is drawn inside the step);
-    - memory-stream methods, empty memory (t = 0): full batches of `bs + minibatch_size` current
-      rows (FACIL's 64, drop_last);
-    - memory-stream methods: two shuffled streams, `bs` current and `minibatch_size` memory rows
-      per step, current first; an epoch is the longer stream, the shorter one is cycled (a fresh
-      shuffle per pass; FACIL's itertools.cycle replays its first pass), and a step where either
-      stream has only a partial batch is skipped, as the TBBN code skips batches != 64.
-      A stream smaller than its batch size is one batch of all its rows.
-    - `mixed` (EEIL's class-balanced stage): one shuffled stream of `bs + minibatch_size` rows over
-      current and memory rows together, so every row is drawn equally often; each batch is split
-      back into its current and memory rows (a batch without current rows is skipped).
-    """
-    device = method.device
-    if not method.memory_stream:
-        batches = torch.randperm(n_rows, device=device).split(cfg.bs)
-        if len(batches) > 1 and batches[-1].numel() == 1:
-            batches = batches[:-1]  # batch statistics of one row are undefined (BN raises)
-        return [(b, None) for b in batches]
-    if memory is None:
-        size = min(cfg.bs + cfg.minibatch_size, n_rows)
-        return [(b, None) for b in shuffled_stream(n_rows, size, -(-n_rows // size), device) if b is not None]
-    n_mem = next(iter(memory.values())).shape[0]
-    if mixed:
-        n = n_rows + n_mem
-        size = min(cfg.bs + cfg.minibatch_size, n)
-        batches = [b for b in shuffled_stream(n, size, -(-n // size), device) if b is not None]
-        if not batches:
-            return []
-        # current rows first in each batch (a stable sort keeps both groups' order), then one
-        # host sync for every batch's split point, not a boolean-mask compaction per batch
-        rows = torch.stack(batches)
-        is_mem = rows >= n_rows
-        rows = rows.gather(1, torch.sort(is_mem.to(torch.int8), dim=1, stable=True).indices)
-        n_cur = (~is_mem).sum(1).tolist()
-        return [(b[:k], b[k:] - n_rows) for b, k in zip(rows, n_cur) if k]
-    n_c, n_m = min(cfg.bs, n_rows), min(cfg.minibatch_size, n_mem)
-    length = max(-(-n_rows // n_c), -(-n_mem // n_m))
-    pairs = zip(shuffled_stream(n_rows, n_c, length, device), shuffled_stream(n_mem, n_m, length, device))
-    return [(c, m) for c, m in pairs if c is not None and m is not None]
-
-
-def shuffled_stream(n_rows: int, size: int, length: int, device: torch.device) -> list[torch.Tensor | None]:
-    """`length` batches of shuffled passes over `n_rows` rows (reshuffled every pass); a pass's
-    partial last batch is None."""
-    out: list[torch.Tensor | None] = []
-    while len(out) < length:
-        out += [b if b.numel() == size else None for b in torch.randperm(n_rows, device=device).split(size)]
-    return out[:length]
-
-
-def validation_split(y: torch.Tensor, seed: int, task: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train rows, validation rows): round(10%) of every class, at random (FACIL's get_data;
-    np.round and torch.round both round half to even). A generator of its own, seeded by trial
-    seed and task, keeps the split independent of the training RNG (and of resumes)."""
-    counts = torch.bincount(y.cpu())
-    n_val = torch.round(counts.double() * VAL_FRACTION).long()
-    g = torch.Generator().manual_seed(1_000_003 * (seed + 1) + task)
-    val_rows = class_balanced_pick(y.cpu(), n_val, g).to(y.device)
-    train_mask = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
-    train_mask[val_rows] = False
-    return train_mask.nonzero().squeeze(1), val_rows
-
-
-@torch.no_grad()
-def validation_loss(method: Method, dataset: ContinualDataset, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean validation loss, in eval mode, without augmentation (FACIL's eval on val_loader)."""
-    method.net.eval()
-    chunk = eval_chunk(dataset.device, dataset.input_shape)
-    total = sum(method.validation_loss(dataset.normalize(xs), ys) for xs, ys in zip(x.split(chunk), y.split(chunk)))
-    method.net.train()
-    return total / y.shape[0]
-
-
-class BestEpoch:
-    """The lowest-validation-loss epoch of a stage and a copy of the network then (on its device)."""
-
-    def __init__(self) -> None:
-        self.loss = math.inf
-        self.epoch: int | None = None
-        self.state: dict[str, torch.Tensor] | None = None
-
-    def update(self, loss: torch.Tensor, epoch: int, net: torch.nn.Module) -> float:
-        value = float(loss)   # one host sync per epoch
-        if value < self.loss:  # strict: the earliest best epoch wins; NaN never does
-            self.loss, self.epoch = value, epoch
-            self.state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        return value
-
-    def restore(self, net: torch.nn.Module) -> None:
-        if self.state is not None:
-            net.load_state_dict(self.state)
 
 
 def _check_finite(losses: torch.Tensor, task: int, epoch: int, n_tasks: int) -> None:

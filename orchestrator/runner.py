@@ -16,28 +16,25 @@ Tune experiments of `trials_per_tuner` trials, so what Tune holds per trial is f
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
-from ray.tune import PlacementGroupFactory
-from ray.tune.search import Searcher
 
-from engine.errors import one_line
-from orchestrator.failfast import FailFast, Tripped, is_crash
-from orchestrator.gpu_pool import GpuPool, resource_name
-from orchestrator.ledger import SweepDir, clear_error, read_error, record_error
+from orchestrator.failfast import FailFast
+from orchestrator.gpu_pool import GpuPool
+from orchestrator.ledger import SweepDir, clear_error, read_error
 from orchestrator.progress import ProgressBoard
 from orchestrator.ray_metrics import SweepGauges
 from orchestrator.sweep import PlannedTrial
-from orchestrator.tune_config import TrialPayload, payload_of, tune_config
+from orchestrator.tune_callback import Failure, SweepCallback, SweepOutcome
+from orchestrator.tune_config import TrialPayload
+from orchestrator.tune_search import PendingTrials, trial_resources
 from orchestrator import tracking
 
 # Tune's console output, its automatic CSV/TensorBoard loggers and its Ctrl-C handler give way
@@ -69,25 +66,6 @@ class RunOptions:
     gpu_pool: GpuPool | None = None
     # Per trial id, its GPU share when packed by memory (packing.py); else gpus_per_trial.
     gpu_shares: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class Failure:
-    trial_id: str
-    run_name: str
-    error: str
-    log_file: str | None
-
-
-@dataclass
-class SweepOutcome:
-    finished: list[str] = field(default_factory=list)
-    failed: list[Failure] = field(default_factory=list)
-    interrupted: bool = False
-    stopped: Tripped | None = None       # --fail_fast stopped the sweep
-    not_started: int = 0                 # trials left pending by that stop
-    last_results: dict[str, dict] = field(default_factory=dict)   # trial id -> last reported metrics
-    makespan_s: float = 0.0
 
 
 def log_file_for(trial: PlannedTrial, sweep: SweepDir, logdir: Path | None) -> str:
@@ -122,7 +100,7 @@ def run_sweep(trials: list[PlannedTrial], sweep: SweepDir, opts: RunOptions, alr
     if opts.gpu_pool:   # GPU changes get a line each, and the status line says which are in use
         opts.gpu_pool.say, board.status = board.event, opts.gpu_pool.line
     stopper = FailFast(opts.fail_fast)
-    callback = _SweepCallback(board, outcome, stopper, SweepGauges(sweep.name))
+    callback = SweepCallback(board, outcome, stopper, SweepGauges(sweep.name))
     slots = _slots(opts)
     per_tuner = opts.trials_per_tuner or max(1000, 50 * slots)
     stamp = time.strftime("run-%Y%m%d-%H%M%S")
@@ -148,7 +126,7 @@ def run_sweep(trials: list[PlannedTrial], sweep: SweepDir, opts: RunOptions, alr
 
 
 def _tuner(trainable, payloads: list[TrialPayload], name: str, sweep: SweepDir, opts: RunOptions,
-           stopper: FailFast, callback: "_SweepCallback") -> tune.Tuner:
+           stopper: FailFast, callback: SweepCallback) -> tune.Tuner:
     return tune.Tuner(
         tune.with_resources(trainable, trial_resources(opts)),
         tune_config=tune.TuneConfig(search_alg=PendingTrials(payloads, opts.gpu_pool), num_samples=len(payloads),
@@ -160,64 +138,6 @@ def _tuner(trainable, payloads: list[TrialPayload], name: str, sweep: SweepDir, 
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             callbacks=[callback, JsonLoggerCallback()]),  # JSON: Tune's own per-trial history
     )
-
-
-def trial_resources(opts: RunOptions):
-    """What a trial asks Ray for: its CPUs and GPU share (per trial when packed by memory). With
-    a GPU pool the share is also one of the custom resource of the GPU the pool chose for it
-    (so its placement is the pool's)."""
-    if opts.gpu_pool is None and not opts.gpu_shares:
-        return {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}
-
-    def of(config: dict[str, Any]) -> PlacementGroupFactory:
-        trial = payload_of(config)
-        ask = {"CPU": opts.cpus_per_trial, "GPU": trial.gpus}
-        if trial.gpu_uuid:
-            ask[resource_name(trial.gpu_uuid)] = trial.gpus
-        return PlacementGroupFactory([ask])
-    return of
-
-
-class PendingTrials(Searcher):
-    """Hands Tune the pending trials one at a time, in plan order.
-
-    A `grid_search` over the payloads would do the same, but Tune saves its search state with
-    every experiment checkpoint, and a grid's state is the whole grid: O(trials) per checkpoint,
-    O(trials^2) per sweep. Resume is the ledger's job, so this searcher's saved state is only
-    a count. Tune keeps at most `TUNE_MAX_PENDING_TRIALS_PG` trials waiting for resources
-    (a searcher's default is 1; run_sweep allows one per free slot and two more).
-
-    With a GPU pool the next trial waits (suggest returns None, Tune asks again) until a GPU
-    that others leave idle has a free slot, and it names that GPU.
-    """
-
-    def __init__(self, payloads: list[TrialPayload], pool: GpuPool | None = None):
-        super().__init__()
-        self.payloads, self.handed_out, self.pool = payloads, 0, pool
-        self.placed: dict[str, tuple[str, float]] = {}   # Tune's trial id -> (its GPU, share), until it ends
-
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if self.handed_out >= len(self.payloads):
-            return Searcher.FINISHED
-        payload = self.payloads[self.handed_out]
-        if self.pool is not None:
-            gpu = self.pool.place(payload.gpus)
-            if gpu is None:
-                return None
-            self.placed[trial_id] = (gpu, payload.gpus)
-            payload = dataclasses.replace(payload, gpu_uuid=gpu)
-        self.handed_out += 1
-        return tune_config(payload)
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self.placed:
-            self.pool.release(*self.placed.pop(trial_id))
-
-    def save(self, checkpoint_path: str) -> None:
-        Path(checkpoint_path).write_text(f'{{"handed_out": {self.handed_out}}}')
-
-    def restore(self, checkpoint_path: str) -> None:
-        pass  # never called: every launch is a fresh experiment over the ledger's pending trials
 
 
 def _slots(opts: RunOptions) -> int:
@@ -248,98 +168,6 @@ def _reconcile(trials: list[PlannedTrial], sweep: SweepDir, outcome: SweepOutcom
             err = read_error(sweep.trial_dir(t.trial_id)) or {}
             outcome.failed.append(Failure(t.trial_id, t.run_name, err.get("error") or "did not finish",
                                           (sweep.planned(t.trial_id) or {}).get("log_file")))
-
-
-def trial_error(exc: BaseException | str | None) -> str:
-    """What a trial failed of, as one line: the user error's type and message (not Ray's
-    wrapper), a traceback's last "SomeError: message" line, or what Ray says."""
-    from ray.exceptions import RayActorError
-
-    if exc is None:
-        return "unknown error"
-    if isinstance(exc, str):  # a traceback's text: its "SomeError: message" line, else the first
-        lines = [ln.strip() for ln in exc.splitlines() if ln.strip()]
-        errors = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt|Exit)\b", ln)]
-        return one_line((errors or lines or ["unknown error"])[-1 if errors else 0])
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, BaseException) and cause is not exc:   # RayTaskError wraps the user's
-        return trial_error(cause)
-    if isinstance(exc, RayActorError):
-        return f"{type(exc).__name__}: the trial process died (killed, out of host memory, or crashed)"
-    text = str(exc).strip().splitlines()
-    return one_line(f"{type(exc).__name__}: {text[0] if text else ''}")
-
-
-class _SweepCallback(tune.Callback):
-    """Driver side: feeds the progress board and the sweep's Ray metrics, and records crashes
-    in the sweep directory."""
-
-    def __init__(self, board: ProgressBoard, outcome: SweepOutcome, stopper: FailFast, gauges: SweepGauges):
-        self.board, self.outcome, self.stopper, self.gauges = board, outcome, stopper, gauges
-
-    @staticmethod
-    def _info(trial) -> TrialPayload:
-        return payload_of(trial.config)
-
-    def on_step_end(self, iteration, trials, **info):
-        self.board.tick()
-        self.gauges.counts(self.board.counts())
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        t = self._info(trial)
-        self.board.started_trial(t.trial_id)
-        self.gauges.gpu(t.gpu_uuid, +1)
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        tid = self._info(trial).trial_id
-        self.outcome.last_results[tid] = {k: v for k, v in result.items() if not isinstance(v, dict)}
-        self.board.reported(tid, result)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        t = self._info(trial)
-        self.gauges.gpu(t.gpu_uuid, -1)
-        last = trial.last_result or {}
-        if last.get("status") == "failed":  # TrainingError: the trial wrote error.json itself
-            self._failed(t, str(last.get("error")), why="not retried")
-            self.stopper.failed(str(last.get("error")), t.log_file, bool(last.get("config_error")))
-        else:
-            self.board.ended(t.trial_id, ok=True)
-
-    def on_trial_recover(self, iteration, trials, trial, **info):
-        t = self._info(trial)
-        self.gauges.gpu(t.gpu_uuid, -1)   # it starts again
-        self.board.retried(f"retrying {t.run_name} (failure {trial.num_failures}): "
-                           f"{trial_error(_error_of(trial))}")
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        t = self._info(trial)
-        self.gauges.gpu(t.gpu_uuid, -1)
-        exc = _error_of(trial)
-        error = trial_error(exc)
-        record_error(t.out_dir, t.trial_id, error, t.log_file)
-        self._failed(t, error, why=f"{trial.num_failures} attempt(s)")
-        self.stopper.failed(error, t.log_file, not is_crash(exc))
-
-    def _failed(self, t: TrialPayload, error: str, why: str) -> None:
-        self.outcome.failed.append(Failure(t.trial_id, t.run_name, error, t.log_file))
-        self.board.ended(t.trial_id, ok=False,
-                         line=f"FAILED {t.run_name} ({why}): {error}\n  log: {t.log_file}")
-
-
-def _error_of(trial) -> BaseException | str | None:
-    """The trial's last error, read from the driver-side copies Tune has just written
-    (its storage copies are synced later)."""
-    import ray.cloudpickle as cloudpickle
-
-    with contextlib.suppress(Exception):
-        if trial.pickled_error_file and os.path.exists(trial.pickled_error_file):
-            with open(trial.pickled_error_file, "rb") as fh:
-                return cloudpickle.load(fh)
-    with contextlib.suppress(Exception):
-        if trial.error_file and os.path.exists(trial.error_file):
-            last = Path(trial.error_file).read_text().rsplit("Failure #", 1)[-1]
-            return last.split("\n", 1)[-1]  # drop "N (occurred at ...)"
-    return None
 
 
 @contextlib.contextmanager

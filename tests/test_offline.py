@@ -9,8 +9,9 @@ from engine.errors import ConfigError
 from engine.events import TaskEnd
 from engine.methods.exemplar import ExemplarMethod
 from engine.results import CHECKPOINT_FILE, load_checkpoint
-from engine.trainer import (build_trial, epoch_batches, run_trial, train_task, validation_loss,
-                            validation_split)
+from engine.batches import epoch_batches
+from engine.selection import validation_loss, validation_split
+from engine.trainer import build_trial, run_trial, train_task
 
 from conftest import TINY_SYNTH
 

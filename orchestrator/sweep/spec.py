@@ -1,0 +1,186 @@
+"""Flags (CLI, preset YAML, defaults) -> a `SweepSpec`: parsed and checked, not yet expanded."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from engine.config import BUFFER_MODES, PRECISIONS, SETTINGS, TrialConfig
+from engine.errors import ConfigError
+from engine.options import parse_kv
+from orchestrator.sweep.values import (ALL_DATASETS, _alternatives, _as_list, _bool, _choice, _dataset_key,
+                                       _flag_of, _int, _literal, _names, _norm_name, _seeds)
+
+PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "sweeps"
+
+# run.py's defaults, where they carry over (README: "Flags").
+DEFAULTS: dict[str, Any] = {
+    "models": ["derpp", "er_ace"],
+    "datasets": ["seq-cifar10", "seq-cifar100", "seq-miniimg"],
+    "methods": ["BN", "LN", "IN", "GN", "CN", "AdaB2N"],
+    "num_seeds": 3,
+    "seeds": None,
+    "bs": None,             # None: the setting's protocol value (online 10, as run.py)
+    "epochs": None,         # None: the setting's protocol value (online 1, as run.py)
+    "buffer_mode": "reservoir",
+    "buffer_sizes": None,   # None: DEFAULT_BUFFER_SIZES per dataset
+    "setting": "online",
+    "norm_grid": {},
+    "data_args": {},
+    "trial_args": {},
+    "data_root": "data",
+    "deterministic": False,  # cuDNN/torch deterministic kernels (engine.device.set_numerics)
+    "precision": "fp32",     # bf16: the training forward under autocast (engine.device.autocast)
+}
+
+# Fields the grid itself sets; --trial_args may not set them (each has its own flag).
+GRID_FIELDS = ("dataset", "model", "norm", "seed", "buffer_size", "buffer_mode", "setting",
+               "epochs", "bs", "norm_args", "data_args", "device", "data_root", "deterministic",
+               "precision")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """The axes of a sweep, already parsed (lists, dicts), not yet validated by the engine."""
+    datasets: tuple[str, ...]
+    methods: tuple[str, ...]                        # CL methods (flag --models, TrialConfig.model)
+    norms: tuple[str, ...]                          # normalization layers (flag --methods)
+    seeds: tuple[int, ...]
+    buffer_sizes: tuple[int, ...] | None            # None: per-dataset defaults
+    buffer_mode: str = "reservoir"
+    setting: str = "online"
+    epochs: int | None = None
+    bs: int | None = None
+    norm_grid: Mapping[str, Mapping[str, tuple]] = field(default_factory=dict)   # layer -> option -> values
+    data_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)     # dataset or "*" -> options
+    trial_args: Mapping[str, tuple] = field(default_factory=dict)                # TrialConfig field -> values
+    data_root: str = "data"
+    deterministic: bool = False
+    precision: str = "fp32"
+
+
+def load_preset(name_or_path: str) -> dict[str, Any]:
+    """A preset from configs/sweeps/ (by name) or any YAML path; keys are flag names."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))) or "none"
+        raise ConfigError(f"--config {name_or_path!r}: no such preset or file; presets: {known}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--config {path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror or exc})") from None
+    if raw is None:  # empty: taking it as "no preset" would run the whole default grid
+        raise ConfigError(f"--config {path} is empty; give flag names and values (see configs/sweeps/)")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of flag names to values")
+    raw.pop("description", None)
+    unknown = sorted(set(raw) - set(PRESET_KEYS))
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown key {unknown[0]!r}; keys: {', '.join(sorted(PRESET_KEYS))}")
+    return raw
+
+
+# Keys a preset may set: the sweep axes above plus the run options the launcher reads.
+PRESET_KEYS = tuple(DEFAULTS) + (
+    "name", "results_dir", "logdir", "gpus_per_trial", "cpus_per_trial", "max_failures",
+    "fail_fast", "nowandb", "wandb_project", "usage_threshold", "waitsecs", "coldsecs")
+
+
+def spec_from_flags(flags: Mapping[str, Any]) -> SweepSpec:
+    """Flags (defaults < preset < command line, already merged) -> SweepSpec."""
+    f = {**DEFAULTS, **flags}
+    if f["setting"] not in SETTINGS:
+        raise ConfigError(f"--setting {f['setting']!r}; choose one of: {', '.join(SETTINGS)}")
+    if f["buffer_mode"] not in BUFFER_MODES:
+        raise ConfigError(f"--buffer_mode {f['buffer_mode']!r}; choose one of: {', '.join(BUFFER_MODES)}")
+    return SweepSpec(
+        datasets=_names("--datasets", f["datasets"]),
+        # run.py's flag names stay at the parser and in presets; in the code, `methods` are the CL
+        # methods and `norms` the normalization layers, from here on
+        methods=_names("--models", f["models"]),
+        norms=_names("--methods", f["methods"]),
+        seeds=_seeds(f["seeds"], f["num_seeds"]),
+        buffer_sizes=None if f["buffer_sizes"] is None else tuple(
+            _int("--buffer_sizes", b, low=0) for b in _as_list(f["buffer_sizes"])),
+        buffer_mode=f["buffer_mode"], setting=f["setting"],
+        epochs=None if f["epochs"] is None else _int("--epochs", f["epochs"], low=1),
+        bs=None if f["bs"] is None else _int("--bs", f["bs"], low=1),
+        norm_grid=parse_norm_grid(f["norm_grid"]),
+        data_args=parse_data_args(f["data_args"]),
+        trial_args=parse_trial_args(f["trial_args"]),
+        data_root=str(f["data_root"]),
+        deterministic=_bool("--deterministic", f["deterministic"]),
+        precision=_choice("--precision", f["precision"], PRECISIONS),
+    )
+
+
+def parse_norm_grid(given: Any) -> dict[str, dict[str, tuple]]:
+    """`["adab2n:kappa=0.1|0.4,ada_t0=1", "cn:"]` or `{adab2n: {kappa: [0.1, 0.4]}}` ->
+    `{"adab2n": {"kappa": ("0.1", "0.4"), "ada_t0": ("1",)}, "cn": {}}`.
+
+    An entry replaces that layer's default grid; options it does not name take the layer's
+    defaults. `layer:` (nothing after the colon) pins the layer to its defaults.
+    """
+    if isinstance(given, Mapping):
+        items = [(layer, opts or {}) for layer, opts in given.items()]
+    else:
+        items = []
+        for text in _as_list(given):
+            layer, sep, rest = str(text).partition(":")
+            if not sep or not layer.strip():
+                raise ConfigError(f"--norm_grid {text!r} is not of the form layer:option=v1|v2,...")
+            items.append((layer, {k: v.split("|") for k, v in parse_kv(rest, "--norm_grid").items()}))
+    out: dict[str, dict[str, tuple]] = {}
+    for layer, opts in items:
+        if not isinstance(opts, Mapping):
+            raise ConfigError(f"--norm_grid {layer}: expected option -> values, got {opts!r}")
+        out[_norm_name(layer)] = {str(k): _alternatives(f"--norm_grid {layer}:{k}", v) for k, v in opts.items()}
+    return out
+
+
+def parse_data_args(given: Any) -> dict[str, dict[str, Any]]:
+    """`["seq-synth:image_size=8", "noise=20"]` or `{seq-synth: {image_size: 8}}` -> per dataset
+    options; an entry without `dataset:` applies to every dataset ("*")."""
+    out: dict[str, dict[str, Any]] = {}
+    if isinstance(given, Mapping):
+        for key, opts in given.items():
+            if isinstance(opts, Mapping):
+                out.setdefault(_dataset_key(key), {}).update(opts)
+            else:  # a flat mapping of options: applies to every dataset
+                out.setdefault(ALL_DATASETS, {})[str(key)] = opts
+        return out
+    for text in _as_list(given):
+        head, sep, rest = str(text).partition(":")
+        key, body = (head, rest) if sep and "=" not in head else (ALL_DATASETS, str(text))
+        out.setdefault(_dataset_key(key), {}).update(parse_kv(body, "--data_args"))
+    return out
+
+
+def parse_trial_args(given: Any) -> dict[str, tuple]:
+    """`["lr=0.05|0.1", "n_tasks=5"]` or `{lr: [0.05, 0.1]}` -> `{"lr": (0.05, 0.1), "n_tasks": (5,)}`."""
+    if isinstance(given, Mapping):
+        items = {str(k): _alternatives(f"--trial_args {k}", v) for k, v in given.items()}
+    else:
+        items = {}
+        for text in _as_list(given):
+            for k, v in parse_kv(str(text), "--trial_args").items():
+                items[k] = tuple(_literal(x) for x in v.split("|"))
+    fields = set(TrialConfig.__dataclass_fields__)
+    for key in items:
+        if key == "device":  # Ray decides: a trial given a GPU runs on cuda, one without on the CPU
+            raise ConfigError("--trial_args device: the launcher places trials; --gpus_per_trial 0 keeps "
+                              "them on the CPU")
+        if key in GRID_FIELDS:
+            raise ConfigError(f"--trial_args {key}: set by its own flag (--{_flag_of(key)}), not here")
+        if key not in fields:
+            allowed = ", ".join(sorted(fields - set(GRID_FIELDS)))
+            raise ConfigError(f"--trial_args: unknown trial field {key!r}; fields: {allowed}")
+    return items
