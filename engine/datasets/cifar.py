@@ -85,23 +85,21 @@ def _tensors(ds, n_classes: int, where: str, how: str) -> tuple[torch.Tensor, to
     return x, torch.from_numpy(y.astype(np.int64))
 
 
-# what both CIFARs share: torchvision's format, 32x32 RGB, mammoth's augmentation
-CIFAR = dict(crop_padding=4, flip=True, default_backbone="resnet18", options=OPTIONS, rows=lambda o: (50_000, 10_000))
+def _cifar(name: str, title: str, n_classes: int, n_tasks: int, mean: tuple, std: tuple, url: str, md5: str,
+           folder: str):
+    """Register one CIFAR: torchvision's format, 32x32 RGB, mammoth's augmentation."""
+    @REGISTRY.register(name, n_tasks=n_tasks, mean=mean, std=std, crop_padding=4, flip=True,
+                       default_backbone="resnet18", options=OPTIONS, geometry=fixed(n_classes, (3, 32, 32)),
+                       rows=lambda o: (50_000, 10_000), archive=Archive(url, md5, folder),
+                       source=f"<data_root>/{folder} (torchvision format; downloaded when missing)")
+    def load(root: Path, options: Mapping[str, Any]) -> RawData:
+        return _load(name, title, n_classes, root, options)
+    return load
 
 
-@REGISTRY.register("seq-cifar10", n_tasks=5, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2615),
-                   geometry=fixed(10, (3, 32, 32)), **CIFAR,
-                   archive=Archive("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                                   "c58f30108f718f92721af3b95e74349a", "cifar-10-batches-py"),
-                   source="<data_root>/cifar-10-batches-py (torchvision format; downloaded when missing)")
-def load_cifar10(root: Path, options: Mapping[str, Any]) -> RawData:
-    return _load("seq-cifar10", "CIFAR-10", 10, root, options)
-
-
-@REGISTRY.register("seq-cifar100", n_tasks=10, mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761),
-                   geometry=fixed(100, (3, 32, 32)), **CIFAR,
-                   archive=Archive("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-                                   "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python"),
-                   source="<data_root>/cifar-100-python (torchvision format; downloaded when missing)")
-def load_cifar100(root: Path, options: Mapping[str, Any]) -> RawData:
-    return _load("seq-cifar100", "CIFAR-100", 100, root, options)
+load_cifar10 = _cifar("seq-cifar10", "CIFAR-10", 10, 5, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2615),
+                      "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
+                      "cifar-10-batches-py")
+load_cifar100 = _cifar("seq-cifar100", "CIFAR-100", 100, 10, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761),
+                       "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
+                       "cifar-100-python")
