@@ -26,6 +26,9 @@ class Failure:
     log_file: str | None
 
 
+PLACEMENT_KEYS = ("node_id", "cuda_visible_devices", "pid", "worker_rss_mib", "timestamp", "status")
+
+
 @dataclass
 class SweepOutcome:
     finished: list[str] = field(default_factory=list)
@@ -33,7 +36,9 @@ class SweepOutcome:
     interrupted: bool = False
     stopped: Tripped | None = None       # --fail_fast stopped the sweep
     not_started: int = 0                 # trials left pending by that stop
-    last_results: dict[str, dict] = field(default_factory=dict)   # trial id -> last reported metrics
+    # trial id -> where and when its last report came from (PLACEMENT_KEYS only: the metrics are
+    # in result.json, and a whole Tune result per trial would grow the launcher by ~2 KB a trial)
+    last_results: dict[str, dict] = field(default_factory=dict)
     makespan_s: float = 0.0
 
 
@@ -79,7 +84,7 @@ class SweepCallback(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         tid = self._info(trial).trial_id
-        self.outcome.last_results[tid] = {k: v for k, v in result.items() if not isinstance(v, dict)}
+        self.outcome.last_results[tid] = {k: result[k] for k in PLACEMENT_KEYS if k in result}
         self.board.reported(tid, result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):

@@ -20,6 +20,7 @@ from orchestrator import sweep
 from orchestrator.cluster import ClusterOptions, session
 from orchestrator.ledger import SweepDir, record_error
 from orchestrator.runner import RunOptions, run_sweep
+from orchestrator.tune_callback import PLACEMENT_KEYS
 
 pytestmark = pytest.mark.slow
 TINY = {"seq-synth": {"train_per_class": 8, "test_per_class": 4, "image_size": 8}}
@@ -68,6 +69,9 @@ def test_fractional_gpus_pack_four_trials_per_gpu_and_wandb_runs_offline(ray_clu
     seen = [out.last_results[t.trial_id]["cuda_visible_devices"] for t in trials]
     assert all(re.fullmatch(r"[0-3]", cvd) for cvd in seen), seen     # exactly one GPU each
     assert max(seen.count(g) for g in set(seen)) <= 4                   # at most 4 x 0.25 per GPU
+    # the launcher keeps where each trial ran, not its whole Tune result (metrics are in result.json)
+    assert all(set(out.last_results[t.trial_id]) <= set(PLACEMENT_KEYS) for t in trials)
+    assert {out.last_results[t.trial_id]["status"] for t in trials} == {"finished"}
     runs = list((sd.wandb / "wandb").glob("offline-run-*"))
     assert sorted(r.name.rsplit("-", 1)[-1] for r in runs) == sorted(t.trial_id for t in trials)
     for t in trials:  # the sweep directory contract
