@@ -19,99 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-S = argparse.SUPPRESS  # unset flags stay absent, so a preset (--config) can fill them
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """Every flag comes from its one declaration in orchestrator/flags.py."""
     from engine.cli import OneLineParser
-    from orchestrator.flag_types import (FRACTION, NONNEGATIVE, NONNEGATIVE_INT, PORT, POSITIVE,
-                                         POSITIVE_INT)
+    from orchestrator import flags
 
     p = OneLineParser(prog="python launcher.py", description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_argument_group("run.py's flags (same names and meaning)")
-    g.add_argument("--interpreter", default=S, help="Python to run under; the launcher re-executes itself "
-                                                    "with it when it differs (default: this one)")
-    g.add_argument("--coldsecs", type=NONNEGATIVE, default=S, help="minimum seconds between two trial starts "
-                                                             "(default 0: Ray places trials; run.py: 15)")
-    g.add_argument("--waitsecs", type=POSITIVE, default=S, help="seconds between GPU probes during the sweep: "
-                                                             "a GPU others make busy gets no new trials (default 25)")
-    g.add_argument("--usage_threshold", type=FRACTION, default=S, help="a GPU is idle when the memory fraction others "
-                                                                    "use and its utilization are below this (default 0.3)")
-    g.add_argument("--logdir", default=S, help="one log file per trial, named after its run "
-                                               "(default: <results_dir>/<name>/_logs)")
-    # run.py's names: --models are the CL methods and --methods the normalization layers; the
-    # sweep maps them once (sweep.spec_from_flags) to `methods` and `norms`, the code's names
-    g.add_argument("--models", nargs="+", default=S, help="CL methods (default: derpp er_ace)")
-    g.add_argument("--num_seeds", type=POSITIVE_INT, default=S, help="seeds 0..N-1 (default 3)")
-    g.add_argument("--bs", type=POSITIVE_INT, default=S, help="batch size (default: the setting's, online 10)")
-    g.add_argument("--epochs", type=POSITIVE_INT, default=S, help="epochs per task (default: the setting's, online 1)")
-    g.add_argument("--datasets", nargs="+", default=S,
-                   help="datasets (default: seq-cifar10 seq-cifar100 seq-miniimg)")
-    g.add_argument("--methods", nargs="+", default=S, help="normalization layers replacing BN "
-                                                           "(default: BN LN IN GN CN AdaB2N)")
-    g.add_argument("--buffer_mode", default=S, help="replay buffer: reservoir (default), ring, herding")
-    g.add_argument("--nowandb", action="store_true", default=S, help="no W&B logging")
-    g.add_argument("--wandb_project", default=S, help="W&B project prefix: <project>_<dataset> (default CL)")
-
-    o = p.add_argument_group("ours")
-    o.add_argument("--config", default=S, help="a preset from configs/sweeps/ (name or path); flags given "
-                                               "here override it")
-    o.add_argument("--name", default=S, help="the sweep; re-using a name resumes it (default: the preset's "
-                                             "name, else 'sweep')")
-    o.add_argument("--results_dir", default=S, help="where sweeps live (default: results)")
-    o.add_argument("--setting", default=S, help="online (default) or offline")
-    o.add_argument("--seeds", type=NONNEGATIVE_INT, nargs="+", default=S, help="explicit seeds (instead of --num_seeds)")
-    o.add_argument("--buffer_sizes", type=NONNEGATIVE_INT, nargs="+", default=S,
-                   help="buffer sizes for every dataset (default: run.py's per dataset)")
-    o.add_argument("--norm_grid", nargs="+", default=S, metavar="LAYER:K=V|V,...",
-                   help="a layer's hyper-grid, replacing its default; e.g. adab2n:kappa=0.4,lambd=0.1,ada_t0=1 "
-                        "(one point) or adab2n:kappa=0.1|0.4 (two); 'adab2n:' = its defaults")
-    o.add_argument("--data_args", nargs="+", default=S, metavar="[DATASET:]K=V,...",
-                   help="dataset options, e.g. seq-synth:image_size=8,train_per_class=8; without DATASET: "
-                        "to every dataset of the grid that takes them (download=false: CIFAR)")
-    o.add_argument("--trial_args", nargs="+", default=S, metavar="K=V|V,...",
-                   help="other trial fields for every trial, '|' sweeps them, e.g. lr=0.03|0.1 n_tasks=5")
-    o.add_argument("--data_root", default=S, help="where on-disk datasets live; the launcher makes them "
-                                                "ready there before Ray starts (default: data)")
-    o.add_argument("--precision", default=S, metavar="fp32|bf16",
-                   help="bf16: every trial's training forward and loss under bf16 autocast (norm statistics, "
-                        "parameters and optimizer stay fp32); fast on GPUs and AMX/AVX-512-BF16 CPUs, slower "
-                        "on other CPUs (the launcher says so and asks); part of the trial id (default fp32)")
-    o.add_argument("--deterministic", action="store_true", default=S,
-                   help="deterministic cuDNN and torch kernels where they exist (slower on GPUs; TF32 is "
-                        "always off); part of the trial id; CPU runs are reproducible without it")
-    o.add_argument("--gpus_per_trial", type=NONNEGATIVE, default=S,
-                   help="GPUs per trial; fractional packs trials on a GPU, e.g. 0.25 (default with local GPUs: "
-                        "as many per GPU as fit under --usage_threshold of its memory, by estimate; 1 on a "
-                        "joined cluster; 0 without GPUs)")
-    o.add_argument("--cpus_per_trial", type=POSITIVE, default=S, help="CPUs per trial (default 1)")
-    o.add_argument("--max_failures", type=NONNEGATIVE_INT, default=S, help="retries of a crashed trial (default 2); "
-                                                               "a non-finite loss is never retried")
-    o.add_argument("--fail_fast", type=NONNEGATIVE_INT, default=S,
-                   help="stop the sweep once this many trials failed with the same config, data or code "
-                        "error (not a crash, an out-of-memory or a non-finite loss); 0: never (default 3)")
-    o.add_argument("--address", default=S, help="join this Ray cluster (host:port or auto) instead of "
-                                                "starting one; --results_dir must be on shared storage")
-    o.add_argument("--dashboard_port", type=PORT, default=S, help="local dashboard port (default 8265 or the "
-                                                                  "next free one)")
-    o.add_argument("--dry_run", action="store_true", default=False,
-                   help="check every trial (pre-flight), print the grid and exit; the data are not touched")
-    o.add_argument("--prepare_data", action="store_true", default=False,
-                   help="only the data stage: make every dataset of the grid ready under --data_root "
-                        "(download what is missing and downloadable, check what is there), then exit")
-    o.add_argument("--report_only", action="store_true", default=False,
-                   help="aggregate the sweep --name into tables and plots, run nothing")
-    o.add_argument("--baseline", metavar="LAYER", default=S,
-                   help="the layer the report's paired tables compare every other layer to (default bn)")
-    o.add_argument("--yes", action="store_true", default=False, help="start without asking")
+    flags.add_to(p)
     return p
-
-
-RUN_DEFAULTS = {"results_dir": "results", "coldsecs": 0.0, "waitsecs": 25.0, "usage_threshold": 0.3,
-                "logdir": None, "gpus_per_trial": None, "cpus_per_trial": 1.0, "max_failures": 2,
-                "fail_fast": 3, "nowandb": False, "wandb_project": "CL", "address": None, "dashboard_port": None,
-                "baseline": None}
 
 
 def maybe_reexec(interpreter: str | None, argv: list[str]) -> None:
@@ -131,14 +47,16 @@ def maybe_reexec(interpreter: str | None, argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     from engine.errors import ConfigError
+    from orchestrator.flags import COMMANDS
 
     try:
         parser = build_parser()
         args = vars(parser.parse_args(argv))
-        maybe_reexec(args.pop("interpreter", None), argv)
-        dry_run, yes, report_only, prepare_data = (args.pop(m) for m in ("dry_run", "yes", "report_only",
+        command = {name: args.pop(name) for name in COMMANDS}
+        maybe_reexec(command["interpreter"], argv)
+        plan = _plan(parser, args, command["config"], report_only=command["report_only"])
+        report_only, dry_run, yes, prepare_data = (command[k] for k in ("report_only", "dry_run", "yes",
                                                                          "prepare_data"))
-        plan = _plan(parser, args, report_only=report_only)
         if report_only:
             return _report_only(plan.sweep_dir.root, plan.run["baseline"])
         return _run(plan, dry_run=dry_run, yes=yes, prepare_data=prepare_data)
@@ -157,21 +75,20 @@ class Plan:
     pending: list
 
 
-def _plan(parser: argparse.ArgumentParser, args: dict, report_only: bool = False) -> Plan:
+def _plan(parser: argparse.ArgumentParser, args: dict, config: str | None, report_only: bool = False) -> Plan:
     """Flags (defaults < preset < command line) -> the checked grid; nothing is written."""
     from engine.errors import ConfigError
     from orchestrator import sweep
     from orchestrator.flag_types import check_preset
+    from orchestrator.flags import defaults
     from orchestrator.dashboard import in_ray_job
     from orchestrator.ledger import SweepDir
 
-    preset = {}
-    if "config" in args:
-        preset = check_preset(parser, sweep.load_preset(args["config"]), f"--config {args['config']}")
-    flags = {**RUN_DEFAULTS, **preset, **args}
-    flags.setdefault("name", Path(args["config"]).stem if "config" in args else "sweep")
+    preset = check_preset(parser, sweep.load_preset(config), f"--config {config}") if config else {}
+    flags = {**defaults("run"), **preset, **args}
+    flags["name"] = flags["name"] or (Path(config).stem if config else "sweep")
     flags["data_root"] = str(Path(flags.get("data_root", "data")).expanduser().resolve())
-    run = {k: flags[k] for k in RUN_DEFAULTS}
+    run = {k: flags[k] for k in defaults("run")}
     if in_ray_job() and not Path(str(run["results_dir"])).expanduser().is_absolute():
         raise ConfigError(f"--results_dir {run['results_dir']!r} inside a Ray job: give an absolute path every "
                           "node sees (a relative one would land in the job's temporary copy of the checkout)")

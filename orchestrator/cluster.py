@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 from engine.datasets.download import NO_DOWNLOAD_ENV
 from engine.errors import ConfigError
 from orchestrator import dashboard, gpus
+from orchestrator.flags import DEFAULT
 from orchestrator.gpu_pool import GpuPool, our_pids, resource_name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +37,8 @@ Say = Callable[[str], None]
 @dataclass
 class ClusterOptions:
     address: str | None = None           # None: a new local Ray
-    usage_threshold: float = 0.3         # idle GPU: memory and utilization below this
-    waitsecs: float = 25.0               # re-probe interval while every GPU is busy
+    usage_threshold: float = DEFAULT["usage_threshold"]   # idle GPU: memory and utilization below this
+    waitsecs: float = DEFAULT["waitsecs"]   # re-probe interval while every GPU is busy
     want_gpus: bool = True               # False: --gpus_per_trial 0, do not even look
     num_cpus: int | None = None          # local: None = every core
     num_gpus: int | None = None          # local: declare this many GPUs instead of probing (tests)

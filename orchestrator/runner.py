@@ -27,6 +27,7 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
 from orchestrator.failfast import FailFast
+from orchestrator.flags import DEFAULT
 from orchestrator.gpu_pool import GpuPool
 from orchestrator.ledger import SweepDir, clear_error, read_error
 from orchestrator.progress import ProgressBoard
@@ -45,15 +46,15 @@ TUNE_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"
 
 @dataclass
 class RunOptions:
-    cpus_per_trial: float = 1.0
+    cpus_per_trial: float = DEFAULT["cpus_per_trial"]
     gpus_per_trial: float = 0.0          # already fitted to the cluster (cluster.fit_trial_resources)
-    max_failures: int = 2
-    coldsecs: float = 0.0
+    max_failures: int = DEFAULT["max_failures"]
+    coldsecs: float = DEFAULT["coldsecs"]
     logdir: Path | None = None           # None: <sweep>/_logs
     wandb_mode: str = "disabled"         # online | offline | disabled (tracking.choose_mode)
-    wandb_project: str = "CL"
+    wandb_project: str = DEFAULT["wandb_project"]
     reuse_actors: bool = True            # one process runs many trials: no interpreter start per trial
-    fail_fast: int = 3                   # stop after this many trials fail the same way (0: never)
+    fail_fast: int = DEFAULT["fail_fast"]       # stop after this many trials fail the same way (0: never)
     progress_every_s: float = 30.0
     # Trials per Tune experiment (0: max(1000, 50 x the trials the cluster runs at once)). Tune
     # keeps every trial it has made in memory (~100 KB each: its metrics' running statistics,

@@ -10,30 +10,14 @@ import yaml
 from engine.config import BUFFER_MODES, PRECISIONS, SETTINGS, TrialConfig
 from engine.errors import ConfigError
 from engine.options import parse_kv
+from orchestrator.flags import PRESET_KEYS, defaults
 from orchestrator.sweep.values import (ALL_DATASETS, _alternatives, _as_list, _bool, _choice, _dataset_key,
                                        _flag_of, _int, _literal, _names, _norm_name, _seeds)
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "sweeps"
 
-# run.py's defaults, where they carry over (README: "Flags").
-DEFAULTS: dict[str, Any] = {
-    "models": ["derpp", "er_ace"],
-    "datasets": ["seq-cifar10", "seq-cifar100", "seq-miniimg"],
-    "methods": ["BN", "LN", "IN", "GN", "CN", "AdaB2N"],
-    "num_seeds": 3,
-    "seeds": None,
-    "bs": None,             # None: the setting's protocol value (online 10, as run.py)
-    "epochs": None,         # None: the setting's protocol value (online 1, as run.py)
-    "buffer_mode": "reservoir",
-    "buffer_sizes": None,   # None: DEFAULT_BUFFER_SIZES per dataset
-    "setting": "online",
-    "norm_grid": {},
-    "data_args": {},
-    "trial_args": {},
-    "data_root": "data",
-    "deterministic": False,  # cuDNN/torch deterministic kernels (engine.device.set_numerics)
-    "precision": "fp32",     # bf16: the training forward under autocast (engine.device.autocast)
-}
+# The sweep's axes and their defaults (run.py's, where they carry over): declared in orchestrator/flags.py
+DEFAULTS: dict[str, Any] = defaults("axis")
 
 # Fields the grid itself sets; --trial_args may not set them (each has its own flag).
 GRID_FIELDS = ("dataset", "model", "norm", "seed", "buffer_size", "buffer_mode", "setting",
@@ -86,12 +70,6 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"--config {path}: unknown key {unknown[0]!r}; keys: {', '.join(sorted(PRESET_KEYS))}")
     return raw
-
-
-# Keys a preset may set: the sweep axes above plus the run options the launcher reads.
-PRESET_KEYS = tuple(DEFAULTS) + (
-    "name", "results_dir", "logdir", "gpus_per_trial", "cpus_per_trial", "max_failures",
-    "fail_fast", "nowandb", "wandb_project", "usage_threshold", "waitsecs", "coldsecs")
 
 
 def spec_from_flags(flags: Mapping[str, Any]) -> SweepSpec:
