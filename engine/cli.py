@@ -6,10 +6,11 @@ Exit status: 0 finished, 1 failed during training (task and step named), 2 bad i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
-from engine.config import BUFFER_MODES, PRECISIONS, SETTINGS, TrialConfig
+from engine.config import PRECISIONS, SETTINGS, TrialConfig
 from engine.errors import ConfigError, TrainingError
 from engine.events import Event, TaskEnd
 from engine.options import parse_kv
@@ -43,19 +44,26 @@ def options_epilog() -> str:
     return "\n".join(lines)
 
 
+# every flag's default is its TrialConfig field's (None: resolved per setting, dataset and method)
+FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrialConfig) if f.default is not dataclasses.MISSING}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from engine import backbones, datasets, methods, norms
+    from engine import backbones, buffers, datasets, methods, norms
+
+    d = FIELD_DEFAULTS
 
     p = OneLineParser(prog="python -m engine", description=__doc__, epilog=options_epilog(),
                                 formatter_class=_Formatter)
-    p.add_argument("--dataset", default="seq-digits", help=f"one of: {', '.join(datasets.REGISTRY.names())}")
-    p.add_argument("--model", default="er", help=f"CL method, one of: {', '.join(methods.REGISTRY.names())}")
-    p.add_argument("--norm", default="bn", help=f"normalization layer replacing every BatchNorm2d, one of: "
+    p.add_argument("--dataset", default=d["dataset"], help=f"one of: {', '.join(datasets.REGISTRY.names())}")
+    p.add_argument("--model", default=d["model"], help=f"CL method, one of: {', '.join(methods.REGISTRY.names())}")
+    p.add_argument("--norm", default=d["norm"], help=f"normalization layer replacing every BatchNorm2d, one of: "
                                                 f"{', '.join(norms.REGISTRY.names())} (case-insensitive)")
-    p.add_argument("--buffer_mode", default="reservoir", help=f"replay buffer, one of: {', '.join(BUFFER_MODES)}")
-    p.add_argument("--buffer_size", type=int, default=200, help="replay buffer capacity (items)")
-    p.add_argument("--seed", type=int, default=0, help="trial seed; seed > 0 also permutes the class order")
-    p.add_argument("--setting", default="online", choices=SETTINGS,
+    p.add_argument("--buffer_mode", default=d["buffer_mode"],
+                   help=f"replay buffer, one of: {', '.join(buffers.REGISTRY.names())}")
+    p.add_argument("--buffer_size", type=int, default=d["buffer_size"], help="replay buffer capacity (items)")
+    p.add_argument("--seed", type=int, default=d["seed"], help="trial seed; seed > 0 also permutes the class order")
+    p.add_argument("--setting", default=d["setting"], choices=SETTINGS,
                    help="online: one pass, small batches; offline: many epochs, exemplar memory")
     p.add_argument("--epochs", type=int, help="epochs per task (default: online 1, offline from best_args)")
     p.add_argument("--bs", type=int, help="current-task rows per step (default: online 10, offline 48)")
@@ -72,10 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--norm_args", metavar="K=V,...", help="norm-layer options, e.g. kappa=0.4,lambd=0.1")
     p.add_argument("--method_args", metavar="K=V,...", help="method options, e.g. alpha=0.1,beta=0.5")
     p.add_argument("--data_args", metavar="K=V,...", help="dataset options (seq-synth: image_size=32,...)")
-    p.add_argument("--data_root", default="data", help="where on-disk datasets live")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--precision", choices=PRECISIONS, help="fp32 (default) or bf16: forward and loss under "
-                   "autocast; norm statistics, parameters and optimizer stay fp32")
+    p.add_argument("--data_root", default=d["data_root"], help="where on-disk datasets live")
+    p.add_argument("--device", default=d["device"], help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--precision", choices=PRECISIONS, default=d["precision"],
+                   help="fp32 or bf16: forward and loss under autocast; norm statistics, parameters and optimizer "
+                        "stay fp32")
     p.add_argument("--deterministic", action="store_true", default=None,
                    help="deterministic cuDNN/torch algorithms on a GPU (slower; TF32 is always off)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core); the "

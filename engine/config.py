@@ -23,7 +23,6 @@ from engine.errors import ConfigError
 
 SETTINGS = ("online", "offline")
 PRECISIONS = ("fp32", "bf16")
-BUFFER_MODES = ("reservoir", "ring", "herding")
 BEST_ARGS_PATH = Path(__file__).resolve().parents[1] / "configs" / "best_args.yaml"
 
 # Protocol defaults of algorithms.md §1; best_args.yaml refines them per dataset and model.
@@ -75,8 +74,6 @@ class TrialConfig:
     def __post_init__(self) -> None:
         if self.setting not in SETTINGS:
             raise ConfigError(f"unknown setting {self.setting!r}; choose one of: {', '.join(SETTINGS)}")
-        if self.buffer_mode not in BUFFER_MODES:
-            raise ConfigError(f"unknown buffer_mode {self.buffer_mode!r}; choose one of: {', '.join(BUFFER_MODES)}")
         for name in ("epochs", "bs", "n_tasks", "nc_first_task"):
             _positive_int(name, getattr(self, name), allow_none=True)
         _nonnegative_int("minibatch_size", self.minibatch_size)
@@ -124,7 +121,7 @@ class TrialConfig:
     # ---- resolution ---------------------------------------------------------------------
     def resolved(self) -> "TrialConfig":
         """Canonical names, every None filled, every option validated. Idempotent."""
-        from engine import datasets, methods, norms, backbones  # registries import torch
+        from engine import backbones, buffers, datasets, methods, norms  # registries import torch
 
         dataset = datasets.REGISTRY.canonical(self.dataset)
         model = methods.REGISTRY.canonical(self.model)
@@ -137,7 +134,7 @@ class TrialConfig:
         for name in OPTION_FIELDS:  # option dicts merge key by key, explicit keys winning
             explicit[name] = {**values.pop(name, {}), **explicit.get(name, {})}
         values.update(explicit)
-        values.update(dataset=dataset, model=model, norm=norm)
+        values.update(dataset=dataset, model=model, norm=norm, buffer_mode=buffers.REGISTRY.canonical(self.buffer_mode))
 
         values["method_args"] = method_cls.resolve_options(values["method_args"])
         values["norm_args"] = norms.resolve_options(norm, values["norm_args"], setting=self.setting)

@@ -83,3 +83,23 @@ def test_cli_subprocess_runs_a_trial_and_prints_the_result_path_last(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == str(out / "result.json")
     assert "task 5/5" in proc.stderr
+
+
+def test_every_trial_field_is_an_engine_flag_with_the_fields_default():
+    import dataclasses
+
+    from engine.cli import build_parser
+
+    actions = {a.dest: a for a in build_parser()._actions}
+    for f in dataclasses.fields(TrialConfig):
+        assert f.name in actions, f"TrialConfig.{f.name} has no --{f.name}"
+        if f.default is not dataclasses.MISSING and f.default not in (None, False):
+            assert actions[f.name].default == f.default, f.name
+
+
+def test_buffer_modes_are_the_buffer_registry():
+    from engine import buffers
+
+    assert TrialConfig(buffer_mode="Ring", buffer_size=20).resolved().buffer_mode == "ring"
+    with pytest.raises(ConfigError, match="choose one of: " + ", ".join(buffers.REGISTRY.names())):
+        TrialConfig(buffer_mode="fifo").resolved()

@@ -7,12 +7,12 @@ from typing import Any, Mapping
 
 import yaml
 
-from engine.config import BUFFER_MODES, PRECISIONS, SETTINGS, TrialConfig
+from engine.config import PRECISIONS, SETTINGS, TrialConfig
 from engine.errors import ConfigError
 from engine.options import parse_kv
 from orchestrator.flags import PRESET_KEYS, defaults
-from orchestrator.sweep.values import (ALL_DATASETS, _alternatives, _as_list, _bool, _choice, _dataset_key,
-                                       _flag_of, _int, _literal, _names, _norm_name, _seeds)
+from orchestrator.sweep.values import (ALL_DATASETS, _alternatives, _as_list, _bool, _buffer_mode, _choice,
+                                       _dataset_key, _flag_of, _int, _literal, _names, _norm_name, _seeds)
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "sweeps"
 
@@ -77,8 +77,7 @@ def spec_from_flags(flags: Mapping[str, Any]) -> SweepSpec:
     f = {**DEFAULTS, **flags}
     if f["setting"] not in SETTINGS:
         raise ConfigError(f"--setting {f['setting']!r}; choose one of: {', '.join(SETTINGS)}")
-    if f["buffer_mode"] not in BUFFER_MODES:
-        raise ConfigError(f"--buffer_mode {f['buffer_mode']!r}; choose one of: {', '.join(BUFFER_MODES)}")
+    buffer_mode = _buffer_mode(f["buffer_mode"])
     return SweepSpec(
         datasets=_names("--datasets", f["datasets"]),
         # run.py's flag names stay at the parser and in presets; in the code, `methods` are the CL
@@ -88,7 +87,7 @@ def spec_from_flags(flags: Mapping[str, Any]) -> SweepSpec:
         seeds=_seeds(f["seeds"], f["num_seeds"]),
         buffer_sizes=None if f["buffer_sizes"] is None else tuple(
             _int("--buffer_sizes", b, low=0) for b in _as_list(f["buffer_sizes"])),
-        buffer_mode=f["buffer_mode"], setting=f["setting"],
+        buffer_mode=buffer_mode, setting=f["setting"],
         epochs=None if f["epochs"] is None else _int("--epochs", f["epochs"], low=1),
         bs=None if f["bs"] is None else _int("--bs", f["bs"], low=1),
         norm_grid=parse_norm_grid(f["norm_grid"]),

@@ -13,6 +13,14 @@ def _norm_name(name: str) -> str:
     return norms.REGISTRY.canonical(str(name).strip())
 
 
+def _buffer_mode(name: Any) -> str:
+    from engine import buffers
+    try:
+        return buffers.REGISTRY.canonical(str(name).strip())
+    except ConfigError:
+        raise ConfigError(f"--buffer_mode {name!r}; choose one of: {', '.join(buffers.REGISTRY.names())}") from None
+
+
 def _dataset_key(name: str) -> str:
     if name == ALL_DATASETS:
         return name
