@@ -141,9 +141,9 @@ def test_adab2n_default_grid_is_run_pys_and_can_be_pinned_or_expanded():
 @needs("adab2n")
 def test_miniimagenet_uses_run_pys_small_lambdas():
     s = spec(methods=["adab2n"])
-    grid = sweep.layer_grid(s, "adab2n", "seq-miniimg")
+    grid = sweep.norm_grid_of(s, "adab2n", "seq-miniimg")
     assert grid["lambd"] == (0.00001, 0.0001, 0.001, 0.01)
-    assert sweep.layer_grid(s, "adab2n", "seq-cifar10")["lambd"] == (0.01, 0.1, 1.0, 10.0)
+    assert sweep.norm_grid_of(s, "adab2n", "seq-cifar10")["lambd"] == (0.01, 0.1, 1.0, 10.0)
 
 
 def test_colliding_run_names_get_the_trial_id():

@@ -53,7 +53,7 @@ def expand(spec: SweepSpec) -> list[PlannedTrial]:
     for seed, dataset, norm, method in itertools.product(spec.seeds, spec.datasets, norms, spec.methods):
         dataset_key = _dataset_key(dataset)
         for buf in buffer_sizes_for(spec, dataset_key):
-            for point in grid_points(layer_grid(spec, norm, dataset_key)):
+            for point in grid_points(norm_grid_of(spec, norm, dataset_key)):
                 for extra in itertools.product(*(vals for _, vals in trial_axes)):
                     extras = dict(zip((k for k, _ in trial_axes), extra))
                     cfg = TrialConfig.from_dict(dict(
@@ -68,9 +68,9 @@ def expand(spec: SweepSpec) -> list[PlannedTrial]:
     return _unique_names(list(trials.values()))
 
 
-def _check_entries(spec: SweepSpec, layers: list[str]) -> None:
+def _check_entries(spec: SweepSpec, grid_norms: list[str]) -> None:
     """What the trials alone would not check: --data_args / --norm_grid entries for a dataset or
-    layer outside the grid (a bad value is an error wherever it is; then ignored with a note in
+    norm outside the grid (a bad value is an error wherever it is; then ignored with a note in
     summarize_grid), and an option without `dataset:` that no dataset of the grid takes."""
     from engine import datasets, norms
 
@@ -82,9 +82,9 @@ def _check_entries(spec: SweepSpec, layers: list[str]) -> None:
     if stray:
         raise ConfigError(f"--data_args {stray[0]}: no dataset of the grid ({', '.join(grid)}) takes it; "
                           f"their options: {', '.join(sorted(taken)) or 'none'}")
-    for layer in sorted(set(spec.norm_grid) - set(layers)):
-        for point in grid_points(spec.norm_grid[layer]):
-            norms.resolve_options(layer, point, setting=spec.setting)
+    for norm in sorted(set(spec.norm_grid) - set(grid_norms)):
+        for point in grid_points(spec.norm_grid[norm]):
+            norms.resolve_options(norm, point, setting=spec.setting)
 
 
 def unused_data_args(spec: SweepSpec) -> list[str]:
@@ -100,11 +100,11 @@ def buffer_sizes_for(spec: SweepSpec, dataset: str) -> tuple[int, ...]:
     return DEFAULT_BUFFER_SIZES[dataset]
 
 
-def layer_grid(spec: SweepSpec, layer: str, dataset: str) -> dict[str, tuple]:
-    if layer in spec.norm_grid:
-        return dict(spec.norm_grid[layer])
-    grid = dict(DEFAULT_NORM_GRIDS.get(layer, {}))
-    grid.update(DATASET_NORM_GRIDS.get(dataset, {}).get(layer, {}))
+def norm_grid_of(spec: SweepSpec, norm: str, dataset: str) -> dict[str, tuple]:
+    if norm in spec.norm_grid:
+        return dict(spec.norm_grid[norm])
+    grid = dict(DEFAULT_NORM_GRIDS.get(norm, {}))
+    grid.update(DATASET_NORM_GRIDS.get(dataset, {}).get(norm, {}))
     return grid
 
 
@@ -124,20 +124,20 @@ def data_args_for(spec: SweepSpec, dataset: str) -> dict[str, Any]:
 
 
 def run_name(cfg: TrialConfig, grid_point: Mapping[str, Any], varying: list[str]) -> str:
-    """run.py's name: `{dataset}_ep{epochs}_{model}_buf{size}_{layer}[_{opt}{value}]_seed{s}_{mode}`,
+    """run.py's name: `{dataset}_ep{epochs}_{model}_buf{size}_{norm}[_{opt}{value}]_seed{s}_{mode}`,
     plus `_offline` and any swept --trial_args, so names stay unique within a sweep."""
-    name = (f"{cfg.dataset}_ep{cfg.epochs}_{cfg.model}_buf{cfg.buffer_size}_{_layer_label(cfg, grid_point)}"
+    name = (f"{cfg.dataset}_ep{cfg.epochs}_{cfg.model}_buf{cfg.buffer_size}_{_norm_label(cfg, grid_point)}"
             f"_seed{cfg.seed}_{cfg.buffer_mode}")
     return name + _suffix(cfg, varying)
 
 
 def wandb_name(cfg: TrialConfig, grid_point: Mapping[str, Any], varying: list[str]) -> str:
-    """run.py's --wandb_name: `{model}{size}_{layer}[_{opt}{value}]` (seeds share it; the W&B
+    """run.py's --wandb_name: `{model}{size}_{norm}[_{opt}{value}]` (seeds share it; the W&B
     project is per dataset, the group is the sweep)."""
-    return f"{cfg.model}{cfg.buffer_size}_{_layer_label(cfg, grid_point)}" + _suffix(cfg, varying)
+    return f"{cfg.model}{cfg.buffer_size}_{_norm_label(cfg, grid_point)}" + _suffix(cfg, varying)
 
 
-def _layer_label(cfg: TrialConfig, grid_point: Mapping[str, Any]) -> str:
+def _norm_label(cfg: TrialConfig, grid_point: Mapping[str, Any]) -> str:
     return cfg.norm + "".join(f"_{NAME_ABBREVIATIONS.get(k, k)}{cfg.norm_args[k]}" for k in grid_point)
 
 
@@ -148,11 +148,11 @@ def _suffix(cfg: TrialConfig, varying: list[str]) -> str:
 
 def summarize_grid(spec: SweepSpec, trials: list[PlannedTrial]) -> list[str]:
     """Counts per axis, for the confirmation prompt."""
-    layers = {}
+    grid_norms = {}
     for m in spec.norms:
         name = _norm_name(m)
-        sizes = {len(grid_points(layer_grid(spec, name, _dataset_key(d)))) for d in spec.datasets}
-        layers[name] = "/".join(map(str, sorted(sizes)))
+        sizes = {len(grid_points(norm_grid_of(spec, name, _dataset_key(d)))) for d in spec.datasets}
+        grid_norms[name] = "/".join(map(str, sorted(sizes)))
     bufs = {d: buffer_sizes_for(spec, _dataset_key(d)) for d in spec.datasets}
     lines = [
         f"  seeds        {len(spec.seeds)}: {', '.join(map(str, spec.seeds))}",
@@ -160,12 +160,12 @@ def summarize_grid(spec: SweepSpec, trials: list[PlannedTrial]) -> list[str]:
         f"  models       {len(spec.methods)}: {', '.join(spec.methods)}",
         "  buffer sizes " + "; ".join(f"{d}: {', '.join(map(str, b))}" for d, b in bufs.items())
         + f"  ({spec.buffer_mode})",
-        "  layers       " + ", ".join(f"{k} x{v}" if v != "1" else k for k, v in layers.items())
+        "  layers       " + ", ".join(f"{k} x{v}" if v != "1" else k for k, v in grid_norms.items())
         + "   (xN: points of the layer's hyper-grid)",
     ]
     for key, values in spec.trial_args.items():
         lines.append(f"  {key:<12} {len(values)}: {', '.join(map(str, values))}")
-    unused = sorted(set(spec.norm_grid) - set(layers))
+    unused = sorted(set(spec.norm_grid) - set(grid_norms))
     if unused:
         lines.append(f"  (--norm_grid for {', '.join(unused)} ignored: not among --methods)")
     if unused_data_args(spec):

@@ -103,23 +103,23 @@ def parse_norm_grid(given: Any) -> dict[str, dict[str, tuple]]:
     """`["adab2n:kappa=0.1|0.4,ada_t0=1", "cn:"]` or `{adab2n: {kappa: [0.1, 0.4]}}` ->
     `{"adab2n": {"kappa": ("0.1", "0.4"), "ada_t0": ("1",)}, "cn": {}}`.
 
-    An entry replaces that layer's default grid; options it does not name take the layer's
-    defaults. `layer:` (nothing after the colon) pins the layer to its defaults.
+    An entry replaces that norm's default grid; options it does not name take the layer's
+    defaults. `norm:` (nothing after the colon) pins the norm to its defaults.
     """
     if isinstance(given, Mapping):
-        items = [(layer, opts or {}) for layer, opts in given.items()]
+        items = [(norm, opts or {}) for norm, opts in given.items()]
     else:
         items = []
         for text in _as_list(given):
-            layer, sep, rest = str(text).partition(":")
-            if not sep or not layer.strip():
+            norm, sep, rest = str(text).partition(":")
+            if not sep or not norm.strip():
                 raise ConfigError(f"--norm_grid {text!r} is not of the form layer:option=v1|v2,...")
-            items.append((layer, {k: v.split("|") for k, v in parse_kv(rest, "--norm_grid").items()}))
+            items.append((norm, {k: v.split("|") for k, v in parse_kv(rest, "--norm_grid").items()}))
     out: dict[str, dict[str, tuple]] = {}
-    for layer, opts in items:
+    for norm, opts in items:
         if not isinstance(opts, Mapping):
-            raise ConfigError(f"--norm_grid {layer}: expected option -> values, got {opts!r}")
-        out[_norm_name(layer)] = {str(k): _alternatives(f"--norm_grid {layer}:{k}", v) for k, v in opts.items()}
+            raise ConfigError(f"--norm_grid {norm}: expected option -> values, got {opts!r}")
+        out[_norm_name(norm)] = {str(k): _alternatives(f"--norm_grid {norm}:{k}", v) for k, v in opts.items()}
     return out
 
 
