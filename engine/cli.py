@@ -10,7 +10,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from engine.config import PRECISIONS, SETTINGS, TrialConfig
+from engine.config import TrialConfig
 from engine.errors import ConfigError, TrainingError
 from engine.events import Event, TaskEnd
 from engine.options import parse_kv
@@ -44,49 +44,23 @@ def options_epilog() -> str:
     return "\n".join(lines)
 
 
-# every flag's default is its TrialConfig field's (None: resolved per setting, dataset and method)
-FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrialConfig) if f.default is not dataclasses.MISSING}
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """One flag per TrialConfig field, from the field itself (engine/config.py: default, help, type),
+    plus --threads and --out."""
     from engine import backbones, buffers, datasets, methods, norms
 
-    d = FIELD_DEFAULTS
-
+    registries = {"dataset": datasets, "model": methods, "norm": norms, "buffer_mode": buffers,
+                  "backbone": backbones}
     p = OneLineParser(prog="python -m engine", description=__doc__, epilog=options_epilog(),
-                                formatter_class=_Formatter)
-    p.add_argument("--dataset", default=d["dataset"], help=f"one of: {', '.join(datasets.REGISTRY.names())}")
-    p.add_argument("--model", default=d["model"], help=f"CL method, one of: {', '.join(methods.REGISTRY.names())}")
-    p.add_argument("--norm", default=d["norm"], help=f"normalization layer replacing every BatchNorm2d, one of: "
-                                                f"{', '.join(norms.REGISTRY.names())} (case-insensitive)")
-    p.add_argument("--buffer_mode", default=d["buffer_mode"],
-                   help=f"replay buffer, one of: {', '.join(buffers.REGISTRY.names())}")
-    p.add_argument("--buffer_size", type=int, default=d["buffer_size"], help="replay buffer capacity (items)")
-    p.add_argument("--seed", type=int, default=d["seed"], help="trial seed; seed > 0 also permutes the class order")
-    p.add_argument("--setting", default=d["setting"], choices=SETTINGS,
-                   help="online: one pass, small batches; offline: many epochs, exemplar memory")
-    p.add_argument("--epochs", type=int, help="epochs per task (default: online 1, offline from best_args)")
-    p.add_argument("--bs", type=int, help="current-task rows per step (default: online 10, offline 48)")
-    p.add_argument("--minibatch_size", type=int, help="replay rows per draw (default: online 10, offline 16)")
-    p.add_argument("--lr", type=float, help="learning rate (default: configs/best_args.yaml)")
-    p.add_argument("--n_tasks", type=int, help="number of tasks (default: the dataset's standard split)")
-    p.add_argument("--nc_first_task", type=int, help="classes in the first task (default: even split)")
-    p.add_argument("--backbone", help=f"one of: {', '.join(backbones.REGISTRY.names())} (default: per dataset)")
-    p.add_argument("--momentum", type=float, help="SGD momentum (default: 0)")
-    p.add_argument("--weight_decay", type=float, help="SGD weight decay (default: online 0, offline 1e-4)")
-    p.add_argument("--lr_milestones", type=int, nargs="*", help="offline: epochs at which the LR drops")
-    p.add_argument("--lr_gamma", type=float, help="offline: LR factor at each milestone")
-    p.add_argument("--selection", choices=("val", "last"), help="offline: keep the best-validation or last epoch")
-    p.add_argument("--norm_args", metavar="K=V,...", help="norm-layer options, e.g. kappa=0.4,lambd=0.1")
-    p.add_argument("--method_args", metavar="K=V,...", help="method options, e.g. alpha=0.1,beta=0.5")
-    p.add_argument("--data_args", metavar="K=V,...", help="dataset options (seq-synth: image_size=32,...)")
-    p.add_argument("--data_root", default=d["data_root"], help="where on-disk datasets live")
-    p.add_argument("--device", default=d["device"], help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--precision", choices=PRECISIONS, default=d["precision"],
-                   help="fp32 or bf16: forward and loss under autocast; norm statistics, parameters and optimizer "
-                        "stay fp32")
-    p.add_argument("--deterministic", action="store_true", default=None,
-                   help="deterministic cuDNN/torch algorithms on a GPU (slower; TF32 is always off)")
+                      formatter_class=_Formatter)
+    for f in dataclasses.fields(TrialConfig):
+        flag = dict(f.metadata["flag"])
+        help_text = f.metadata["help"]
+        if "registry" in flag:
+            help_text += f"; one of: {', '.join(registries[flag.pop('registry')].REGISTRY.names())}"
+        # unset option dicts and switches stay None: TrialConfig's own defaults and best_args fill them
+        default = None if f.default is dataclasses.MISSING or flag.get("action") else f.default
+        p.add_argument(f"--{f.name}", default=default, help=help_text, **flag)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core); the "
                                                 "sweep sets --cpus_per_trial, and CPU results depend on it")
     p.add_argument("--out", type=Path, help="trial directory (default: results/engine/<trial id>)")

@@ -42,34 +42,48 @@ ID_WHEN_SET = {"deterministic": False, "precision": "fp32"}
 OPTION_FIELDS = ("norm_args", "method_args", "data_args")
 
 
+def _field(default: Any, help: str, **flag: Any):
+    """A trial field, with what `python -m engine --<name>` needs (engine/cli.py builds the flag from
+    it): the help text and argparse settings; `registry="dataset"` lists that registry's names."""
+    kw = {"default_factory": dict} if default is dict else {"default": default}
+    return field(metadata={"help": help, "flag": flag}, **kw)
+
+
 @dataclass(frozen=True)
 class TrialConfig:
-    dataset: str = "seq-digits"
-    model: str = "er"
-    norm: str = "bn"
-    buffer_mode: str = "reservoir"
-    buffer_size: int = 200
-    seed: int = 0
-    setting: str = "online"
-    epochs: int | None = None
-    bs: int | None = None                 # current rows per step (exemplar methods at t=0: bs + minibatch_size)
-    minibatch_size: int | None = None     # replay rows per step (per replay draw; exemplar rows offline)
-    lr: float | None = None
-    n_tasks: int | None = None            # None: the dataset's standard split
-    nc_first_task: int | None = None      # classes in the first task (offline protocol); None: even split
-    backbone: str | None = None           # None: the dataset's default
-    momentum: float | None = None
-    weight_decay: float | None = None
-    lr_milestones: tuple[int, ...] | None = None
-    lr_gamma: float | None = None
-    selection: str | None = None          # offline: "val" (best epoch on a 10% per-class split) or "last"
-    norm_args: Mapping[str, Any] = field(default_factory=dict)
-    method_args: Mapping[str, Any] = field(default_factory=dict)
-    data_args: Mapping[str, Any] = field(default_factory=dict)
-    device: str = "auto"                  # auto | cpu | cuda | cuda:N
-    data_root: str = "data"
-    deterministic: bool = False           # deterministic cuDNN/torch algorithms (engine/device.py)
-    precision: str = "fp32"               # bf16: forward and loss under autocast (engine/device.py)
+    """Every field is one flag of `python -m engine`; None: resolved (see `resolved`)."""
+    dataset: str = _field("seq-digits", "the dataset", registry="dataset")
+    model: str = _field("er", "the CL method", registry="model")
+    norm: str = _field("bn", "normalization layer replacing every BatchNorm2d (case-insensitive)", registry="norm")
+    buffer_mode: str = _field("reservoir", "replay buffer", registry="buffer_mode")
+    buffer_size: int = _field(200, "replay buffer capacity (items)", type=int)
+    seed: int = _field(0, "trial seed; seed > 0 also permutes the class order", type=int)
+    setting: str = _field("online", "online: one pass, small batches; offline: many epochs, exemplar memory",
+                          choices=SETTINGS)
+    epochs: int | None = _field(None, "epochs per task (default: online 1, offline from best_args)", type=int)
+    bs: int | None = _field(None, "current-task rows per step (default: online 10, offline 48; exemplar methods "
+                            "at t=0: bs + minibatch_size)", type=int)
+    minibatch_size: int | None = _field(None, "replay rows per draw (default: online 10, offline 16)", type=int)
+    lr: float | None = _field(None, "learning rate (default: configs/best_args.yaml)", type=float)
+    n_tasks: int | None = _field(None, "number of tasks (default: the dataset's standard split)", type=int)
+    nc_first_task: int | None = _field(None, "classes in the first task (default: even split)", type=int)
+    backbone: str | None = _field(None, "the network (default: per dataset)", registry="backbone")
+    momentum: float | None = _field(None, "SGD momentum (default: 0)", type=float)
+    weight_decay: float | None = _field(None, "SGD weight decay (default: online 0, offline 1e-4)", type=float)
+    lr_milestones: tuple[int, ...] | None = _field(None, "offline: epochs at which the LR drops", type=int,
+                                                   nargs="*")
+    lr_gamma: float | None = _field(None, "offline: LR factor at each milestone", type=float)
+    selection: str | None = _field(None, "offline: keep the best-validation epoch (val: a 10%% per-class split) "
+                                   "or the last", choices=("val", "last"))
+    norm_args: Mapping[str, Any] = _field(dict, "norm-layer options, e.g. kappa=0.4,lambd=0.1", metavar="K=V,...")
+    method_args: Mapping[str, Any] = _field(dict, "method options, e.g. alpha=0.1,beta=0.5", metavar="K=V,...")
+    data_args: Mapping[str, Any] = _field(dict, "dataset options (seq-synth: image_size=32,...)", metavar="K=V,...")
+    device: str = _field("auto", "auto | cpu | cuda | cuda:N")
+    data_root: str = _field("data", "where on-disk datasets live")
+    deterministic: bool = _field(False, "deterministic cuDNN/torch algorithms on a GPU (slower; TF32 is always "
+                                 "off; engine/device.py)", action="store_true")
+    precision: str = _field("fp32", "fp32 or bf16: forward and loss under autocast; norm statistics, parameters "
+                            "and optimizer stay fp32 (engine/device.py)", choices=PRECISIONS)
 
     def __post_init__(self) -> None:
         if self.setting not in SETTINGS:
