@@ -112,3 +112,22 @@ def test_whole_online_steps_have_no_data_dependent_op_so_no_host_sync(model):
             x, y = dataset.tasks[task].x_train, dataset.tasks[task].y_train
             for start in range(0, 30, 10):
                 assert method.observe(x[start:start + 10], y[start:start + 10]).device == meta
+
+
+def test_icarl_predicts_without_a_host_sync_per_eval_chunk():
+    """iCaRL's nearest-mean scores on the meta device (where asking a tensor for a value raises):
+    whether class means exist is a Python flag set once per task, not a device read per chunk."""
+    from engine.datasets import REGISTRY as DATASETS, ContinualDataset
+    from engine.trainer import build_trial
+
+    meta = torch.device("meta")
+    options = {"n_classes": 10, "channels": 3, "image_size": 16, "train_per_class": 12, "test_per_class": 2}
+    cfg = TrialConfig(dataset="seq-synth", data_args=options, model="icarl", setting="offline", n_tasks=5,
+                      buffer_mode="herding", buffer_size=40, device="cpu").resolved()
+    spec = DATASETS.get("seq-synth")
+    dataset = ContinualDataset(spec, spec.load(None, cfg.data_args), n_tasks=5, seed=0, device=meta)
+    _, method = build_trial(cfg, meta, dataset)
+    x = dataset.tasks[0].x_test.float()
+    assert method.predict(x).shape == (x.shape[0], 10)              # no means yet: the network's scores
+    method.load_extra_state({**method.extra_state(), "means_ready": True})
+    assert method.means_ready and method.predict(x).shape == (x.shape[0], 10)   # nearest mean, on meta

@@ -23,6 +23,7 @@ class Icarl(ExemplarMethod):
         super().__init__(*args, **kwargs)
         self.class_means = torch.zeros(self.data.n_classes, self.net.feature_dim, device=self.device)
         self.has_mean = torch.zeros(self.data.n_classes, dtype=torch.bool, device=self.device)
+        self.means_ready = False   # a Python flag: predict must not ask the device per eval chunk
 
     def loss(self, logits, batch):
         loss = super().loss(logits, batch)
@@ -37,20 +38,24 @@ class Icarl(ExemplarMethod):
         super().finish_task(task)
         memory = self.buffer.all()
         self.class_means, self.has_mean = exemplar_means(self.embed(memory["x"]), memory["y"], self.data.n_classes)
+        self.means_ready = bool(self.has_mean.any())   # one host sync per task
 
     @torch.no_grad()
     def predict(self, x):
-        if not bool(self.has_mean.any()):  # before the first task ends: the network's own scores
+        if not self.means_ready:  # before the first task ends (or without exemplars): the network's scores
             return self.net(x)
         return nme_scores(self.net.features(x), self.class_means, self.has_mean)
 
     def extra_state(self):
-        return {**super().extra_state(), "class_means": self.class_means, "has_mean": self.has_mean}
+        return {**super().extra_state(), "class_means": self.class_means, "has_mean": self.has_mean,
+                "means_ready": self.means_ready}
 
     def load_extra_state(self, state):
         super().load_extra_state(state)
         self.class_means = state["class_means"].to(self.device)
         self.has_mean = state["has_mean"].to(self.device)
+        ready = state.get("means_ready")   # checkpoints written before the flag: ask the tensor once
+        self.means_ready = bool(self.has_mean.any()) if ready is None else ready
 
 
 def exemplar_means(features: torch.Tensor, labels: torch.Tensor,
