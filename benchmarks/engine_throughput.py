@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.measure import DATA_ARGS, host, run_measured  # noqa: E402
+from engine.results import RESULT_FILE  # noqa: E402
 
 REFERENCE_WALL_S = (302.0, 319.0)
 
@@ -57,7 +58,7 @@ def run_engine(device: str, norm: str, precision: str = "fp32") -> tuple[dict, f
                "--method_args", "alpha=0.1,beta=0.5", *NORM_FLAGS[norm], "--device", device,
                "--precision", precision, "--out", tmp]
         _, wall, peak_rss_mb = run_measured(cmd)
-        return json.loads((Path(tmp) / "result.json").read_text()), wall, peak_rss_mb
+        return json.loads((Path(tmp) / RESULT_FILE).read_text()), wall, peak_rss_mb
 
 
 def baseline_process() -> tuple[float, float, int]:

@@ -35,8 +35,8 @@ from engine.methods import REGISTRY as METHODS
 from engine.methods.base import Method
 from engine.metrics import summarize
 from engine.optim import multistep_lr
-from engine.results import (CHECKPOINT_FILE, RESULT_FILE, SCHEMA, load_checkpoint, probe_writable, read_result,
-                            save_checkpoint, write_result)
+from engine.results import (CHECKPOINT_FILE, RESULT_FILE, SCENARIOS, SCHEMA, load_checkpoint, probe_writable,
+                            read_result, save_checkpoint, write_result)
 from engine.selection import BestEpoch, validation_loss, validation_split
 from engine.version import __version__
 
@@ -48,7 +48,7 @@ class TrialState:
     steps: int = 0
     train_time_s: float = 0.0
     wall_time_s: float = 0.0
-    acc: dict[str, list[list[float]]] = field(default_factory=lambda: {"class_il": [], "task_il": []})
+    acc: dict[str, list[list[float]]] = field(default_factory=lambda: {k: [] for k in SCENARIOS})
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
@@ -192,7 +192,7 @@ def evaluate(method: Method, dataset: ContinualDataset, task: int) -> dict[str, 
     """Accuracy (%) on every seen task's test set: class-IL over all seen classes, task-IL
     within the task's own classes."""
     seen_hi = dataset.task_offsets[task + 1]
-    correct = {"class_il": [], "task_il": []}
+    correct = {k: [] for k in SCENARIOS}   # class_il, task_il
     sizes, chunk = [], eval_chunk(dataset.device, dataset.input_shape)
     with method.evaluating(dataset.normalize(dataset.tasks[0].x_test[:2])):
         for j in range(task + 1):
