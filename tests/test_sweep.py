@@ -163,6 +163,10 @@ def test_presets_parse_and_unknown_keys_are_rejected(tmp_path):
         sweep.load_preset(str(bad))
     with pytest.raises(ConfigError, match="no such preset"):
         sweep.load_preset("nope")
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("yes: true\nseedz: 3\n")   # YAML 1.1: the key `yes` is the boolean True
+    with pytest.raises(ConfigError, match="key True is not a flag name .YAML read it as bool"):
+        sweep.load_preset(str(odd))
 
 
 @needs("tbbn", "adab2n")

@@ -66,6 +66,10 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"--config {path}: expected a mapping of flag names to values")
     raw.pop("description", None)
+    odd = [k for k in raw if not isinstance(k, str)]
+    if odd:  # YAML 1.1 reads a bare yes/no/on/off/true/false key as a boolean, a number as a number
+        raise ConfigError(f"--config {path}: key {odd[0]!r} is not a flag name (YAML read it as "
+                          f"{type(odd[0]).__name__}; keys are flag names, e.g. num_seeds)")
     unknown = sorted(set(raw) - set(PRESET_KEYS))
     if unknown:
         raise ConfigError(f"--config {path}: unknown key {unknown[0]!r}; keys: {', '.join(sorted(PRESET_KEYS))}")
