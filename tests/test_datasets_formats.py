@@ -214,7 +214,7 @@ def test_cifar_download_with_a_wrong_md5_is_refused_and_keeps_nothing(tmp_path, 
     with pytest.raises(ConfigError) as e:
         datasets.prepare(bad, root, {"download": True})
     assert_one_line_error(e, "seq-cifar10", "download failed", "0" * 32, "not the published", "--data_root")
-    assert [p.name for p in root.iterdir()] == [".cifar-10-batches-py.lock"]  # no folder, no temp files
+    assert not root.exists()  # no folder, no temp files, no lock: the data root as it was
 
 
 def test_two_concurrent_prepares_download_once(tmp_path, cifar_server):
@@ -245,10 +245,13 @@ def test_cifar_failed_download_is_one_config_error(tmp_path):
         port = s.getsockname()[1]
     archive = Archive(f"http://127.0.0.1:{port}/cifar-100-python.tar.gz", "0" * 32, "cifar-100-python")
     spec = dataclasses.replace(REGISTRY.get("seq-cifar100"), archive=archive)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "other").touch()   # a data root already in use keeps what it had
     with pytest.raises(ConfigError) as e:
         datasets.prepare(spec, tmp_path / "data", {"download": True})
     assert_one_line_error(e, "seq-cifar100", "cifar-100-python", "download failed", "ConnectionRefusedError",
                           "--data_root")
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["other"]
 
 
 def test_cifar_is_never_downloaded_where_downloads_are_off(tmp_path, cifar_server, monkeypatch):

@@ -8,6 +8,7 @@ trials never download: the launcher prepares the data before Ray starts and sets
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
@@ -44,12 +45,18 @@ def fetch(name: str, archive: Archive, root: Path) -> None:
     """`root/archive.folder` from the archive, unless it is there already (one line on failure)."""
     target = root / archive.folder
     how = f"download {archive.url} and untar it into {root}, or pass --data_root"
+    made_root, lock = not root.exists(), root / f".{archive.folder}.lock"
     try:
         root.mkdir(parents=True, exist_ok=True)
-        with file_lock(root / f".{archive.folder}.lock"):
+        with file_lock(lock):
             if not target.exists():  # another process may have fetched it while we waited
                 _download_into(archive, root)
     except Exception as err:  # no network, full disk, bad archive: one message for all
+        # leave the data root as it was: no lock file, and no empty folder we made for it
+        with contextlib.suppress(OSError):
+            lock.unlink(missing_ok=True)
+            if made_root:
+                root.rmdir()
         detail = str(err) if isinstance(err, ConfigError) else one_line(err)
         raise ConfigError(f"{name}: no {target} and its download failed ({detail}); {how}") from err
 
