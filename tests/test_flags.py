@@ -63,3 +63,29 @@ def test_the_readme_documents_every_flag():
     readme = (ROOT / "README.md").read_text()
     missing = [f"--{f.name}" for f in flags.FLAGS if f"`--{f.name}" not in readme]
     assert missing == []
+
+
+def _shown(default):
+    if isinstance(default, list):
+        return " ".join(map(str, default))
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def test_the_readme_states_the_declared_defaults():
+    """The README's flag table ("ours" column) and its `--flag` (default X) mentions say what
+    orchestrator/flags.py declares, wherever they state a default at all."""
+    readme = (ROOT / "README.md").read_text()
+    default = {f.name: f.default for f in flags.FLAGS if f.default not in (None, False, {})}
+    checked = {}
+    for row in re.findall(r"^\| (`--.*?) \| (.*?) \|", readme, re.M):
+        names, values = row
+        sep = " / " if " / " in names else ", "
+        names = [n.strip("` ") for n in names.split(sep)]
+        values = [v.strip("` ") for v in values.split(sep)]
+        if len(names) == len(values):
+            checked.update({n.lstrip("-"): v for n, v in zip(names, values)})
+    for name, value in re.findall(r"`--(\w+)[^`]*` \(default `?([\w.]+)", readme):
+        checked.setdefault(name, value)
+    compared = {n: v for n, v in checked.items() if n in default}
+    assert len(compared) >= 10, compared                     # the parse found the table and the prose
+    assert {n: v for n, v in compared.items() if v != _shown(default[n])} == {}
