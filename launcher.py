@@ -85,10 +85,11 @@ def _plan(parser: argparse.ArgumentParser, args: dict, config: str | None, repor
     from orchestrator.ledger import SweepDir
 
     preset = check_preset(parser, sweep.load_preset(config), f"--config {config}") if config else {}
-    flags = {**defaults("run"), **preset, **args}
+    run_defaults = defaults("run")
+    flags = {**run_defaults, **preset, **args}
     flags["name"] = flags["name"] or (Path(config).stem if config else "sweep")
     flags["data_root"] = str(Path(flags.get("data_root", "data")).expanduser().resolve())
-    run = {k: flags[k] for k in defaults("run")}
+    run = {k: flags[k] for k in run_defaults}
     if in_ray_job() and not Path(str(run["results_dir"])).expanduser().is_absolute():
         raise ConfigError(f"--results_dir {run['results_dir']!r} inside a Ray job: give an absolute path every "
                           "node sees (a relative one would land in the job's temporary copy of the checkout)")

@@ -31,14 +31,18 @@ class Flag:
     metavar: str | None = None
     preset: bool = True             # a preset (--config) may set it (commands never)
 
+    def shown(self) -> str:
+        """The default as --help and the README write it ("derpp er_ace", "25", "0.3")."""
+        if isinstance(self.default, (list, tuple)):
+            return " ".join(map(str, self.default))
+        return f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
+
     def help_text(self) -> str:
-        shown = (" ".join(map(str, self.default)) if isinstance(self.default, (list, tuple))
-                 else f"{self.default:g}" if isinstance(self.default, float) else self.default)
         if "{default}" in self.help:
-            return self.help.replace("{default}", str(shown))
+            return self.help.replace("{default}", self.shown())
         if self.switch or self.default is None or self.default == {}:
             return self.help
-        return f"{self.help} (default {shown})"
+        return f"{self.help} (default {self.shown()})"
 
 
 FLAGS: tuple[Flag, ...] = (

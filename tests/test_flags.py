@@ -26,9 +26,7 @@ def test_help_lists_every_flag_with_its_declared_default(help_text):
         assert f"--{f.name}" in help_text
         assert f.help_text() in help_text, f.name
         if not f.switch and f.default not in (None, {}) and f.kind != "command":
-            shown = " ".join(map(str, f.default)) if isinstance(f.default, list) else f"{f.default:g}" \
-                if isinstance(f.default, float) else str(f.default)
-            assert shown in f.help_text(), f"--{f.name}: its help does not state its default {shown}"
+            assert f.shown() in f.help_text(), f"--{f.name}: its help does not state its default {f.shown()}"
 
 
 def test_the_sweep_and_the_run_options_take_their_defaults_from_the_declaration():
@@ -65,17 +63,11 @@ def test_the_readme_documents_every_flag():
     assert missing == []
 
 
-def _shown(default):
-    if isinstance(default, list):
-        return " ".join(map(str, default))
-    return f"{default:g}" if isinstance(default, float) else str(default)
-
-
 def test_the_readme_states_the_declared_defaults():
     """The README's flag table ("ours" column) and its `--flag` (default X) mentions say what
     orchestrator/flags.py declares, wherever they state a default at all."""
     readme = (ROOT / "README.md").read_text()
-    default = {f.name: f.default for f in flags.FLAGS if f.default not in (None, False, {})}
+    declared = {f.name: f for f in flags.FLAGS if f.default not in (None, False, {})}
     checked = {}
     for row in re.findall(r"^\| (`--.*?) \| (.*?) \|", readme, re.M):
         names, values = row
@@ -86,6 +78,6 @@ def test_the_readme_states_the_declared_defaults():
             checked.update({n.lstrip("-"): v for n, v in zip(names, values)})
     for name, value in re.findall(r"`--(\w+)[^`]*` \(default `?([\w.]+)", readme):
         checked.setdefault(name, value)
-    compared = {n: v for n, v in checked.items() if n in default}
+    compared = {n: v for n, v in checked.items() if n in declared}
     assert len(compared) >= 10, compared                     # the parse found the table and the prose
-    assert {n: v for n, v in compared.items() if v != _shown(default[n])} == {}
+    assert {n: v for n, v in compared.items() if v != declared[n].shown()} == {}
