@@ -1,7 +1,7 @@
 """Run a grid of continual-learning trials on Ray Tune: `python launcher.py --num_seeds 3 --methods tbbn adab2n`.
 
 Replaces AdaB2N's run.py and keeps its flags. The grid is seed x dataset x layer (--methods) x
-model x buffer size x each layer's hyper-grid. Before Ray starts, every trial is checked: each
+CL method (--models) x buffer size x each layer's hyper-grid. Before Ray starts, every trial is checked: each
 distinct network is built once without data (pre-flight) and every dataset is made ready once
 under --data_root (downloaded when missing and downloadable; trials never download). Only then
 the grid is printed with what is already done, and starts after `Confirm? (y/n)` (or --yes).

@@ -6,7 +6,7 @@
 Runs seq-digits online (DER++, ER-ACE; reservoir buffer 200) and offline (finetune, LUCIR;
 herding, 100 exemplars) x BN, TBBN, AdaB2N x seeds, once with `--precision fp32` and once with
 `--precision bf16`: one launcher sweep per setting and precision, so a rerun resumes and runs
-nothing twice. Then, per (setting, model, layer) cell, per setting and over everything, the
+nothing twice. Then, per (setting, method, layer) cell, per setting and over everything, the
 paired difference bf16 - fp32 in class-IL FAA with its 95% t interval (orchestrator/paired.py,
 the report's own test). Target: the interval within +-2 points and containing 0.
 
@@ -52,12 +52,12 @@ def sweep(setting: str, run: str, seeds: int, results_dir: Path) -> pd.DataFrame
         raise SystemExit(f"{name}: the launcher exited {rc}")
     trials = report.scan_sweep(results_dir / name)
     done = trials[trials["status"] == "finished"].assign(setting=setting)
-    return done.set_index(["setting", "model", "norm", "seed"])[METRIC]
+    return done.set_index(["setting", "method", "norm", "seed"])[METRIC]
 
 
 def rows(a: pd.Series, b: pd.Series) -> list[dict]:
     """a - b per cell, per setting and over all: the Paired fields and whether the target holds."""
-    levels = ("setting", "model", "norm")
+    levels = ("setting", "method", "norm")
     groups = [dict(zip(levels, cell)) for cell in a.index.droplevel("seed").unique()]
     groups += [{"setting": s} for s in a.index.unique("setting")] + [{}]
     out = []
@@ -65,7 +65,7 @@ def rows(a: pd.Series, b: pd.Series) -> list[dict]:
         keep = pd.Series(True, index=a.index)
         for level, value in group.items():
             keep &= a.index.get_level_values(level) == value
-        r = paired.compare(a[keep], b)   # aligned on (setting, model, norm, seed)
+        r = paired.compare(a[keep], b)   # aligned on (setting, method, norm, seed)
         holds = r.n > 1 and -BOUND <= r.ci_low and r.ci_high <= BOUND and r.ci_low <= 0 <= r.ci_high
         out.append(dict({lv: group.get(lv, "all") for lv in levels}, n=r.n,
                         fp32=float(b.reindex(a[keep].index).mean()), other=float(a[keep].mean()),
@@ -75,11 +75,11 @@ def rows(a: pd.Series, b: pd.Series) -> list[dict]:
 
 
 def table(diffs: list[dict], other: str) -> str:
-    head = (f"| setting | model | layer | pairs | fp32 FAA | {other} FAA | {other} - fp32 | sd | 95% CI | p (t) "
+    head = (f"| setting | method | layer | pairs | fp32 FAA | {other} FAA | {other} - fp32 | sd | 95% CI | p (t) "
             "| within +-2, contains 0 |")
     lines = [head, "|" + "---|" * 11]
     for d in diffs:
-        lines.append(f"| {d['setting']} | {d['model']} | {d['norm']} | {d['n']} | {d['fp32']:.1f} | "
+        lines.append(f"| {d['setting']} | {d['method']} | {d['norm']} | {d['n']} | {d['fp32']:.1f} | "
                      f"{d['other']:.1f} | {d['mean_diff']:+.2f} | {d['sd_diff']:.2f} | "
                      f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] | {d['p_t']:.2f} | "
                      f"{'yes' if d['within_2'] else 'no'} |")

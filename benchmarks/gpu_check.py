@@ -43,7 +43,7 @@ class Cut(Exception):
 
 
 def cfg(norm: str, device: str, seed: int = 0) -> TrialConfig:
-    return TrialConfig(dataset="seq-synth", data_args=CIFAR_LIKE, model="derpp", norm=norm,
+    return TrialConfig(dataset="seq-synth", data_args=CIFAR_LIKE, method="derpp", norm=norm,
                        buffer_size=200, seed=seed, device=device)
 
 

@@ -39,7 +39,7 @@ class CountOps(TorchDispatchMode):
 
 def step_driver(norm: str, device: torch.device, dataset=None, task: int = 4):
     """A DER++ method at `task` with a full buffer, and the batch of its next step."""
-    cfg = TrialConfig(dataset="seq-synth", data_args=dict(DATA), model="derpp", norm=norm, backbone="resnet18",
+    cfg = TrialConfig(dataset="seq-synth", data_args=dict(DATA), method="derpp", norm=norm, backbone="resnet18",
                       n_tasks=5, buffer_size=40, device=str(device)).resolved()
     dataset, method = build_trial(cfg, device, dataset)
     for t in range(task + 1):

@@ -32,7 +32,7 @@ LAYERS = ("bn", "tbbn", "adab2n")
 def prepare(norm: str, device: str, train_per_class: int):
     """The trial after task 0 (one epoch through the trainer; herding fills the memory)."""
     data = dict(n_classes=100, train_per_class=train_per_class, test_per_class=2, image_size=32, channels=3)
-    cfg = TrialConfig(dataset="seq-synth", data_args=data, model="finetune", norm=norm, setting="offline",
+    cfg = TrialConfig(dataset="seq-synth", data_args=data, method="finetune", norm=norm, setting="offline",
                       buffer_mode="herding", buffer_size=2000, n_tasks=10, epochs=1, backbone="resnet32",
                       selection="last", lr=0.1, lr_milestones=(), device=device).resolved()
     torch.manual_seed(0)

@@ -92,7 +92,7 @@ def ideal_compute_s(trials, sample: int) -> float:
 def fresh_interpreter_s(trial, repeats: int = 3) -> float:
     """What run.py pays per trial besides --coldsecs: `python -m engine` (import + run)."""
     cfg = trial.config
-    cmd = [sys.executable, "-m", "engine", "--dataset", cfg.dataset, "--model", cfg.model, "--norm", cfg.norm,
+    cmd = [sys.executable, "-m", "engine", "--dataset", cfg.dataset, "--model", cfg.method, "--norm", cfg.norm,
            "--buffer_size", str(cfg.buffer_size), "--device", "cpu",
            "--data_args", ",".join(f"{k}={v}" for k, v in TINY["seq-synth"].items())]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -1,7 +1,7 @@
 """The continual-learning engine: one trial, in-process, torch only (never imports ray).
 
     from engine import TrialConfig, run_trial
-    result = run_trial(TrialConfig(dataset="seq-digits", model="derpp", norm="tbbn"), "out/")
+    result = run_trial(TrialConfig(dataset="seq-digits", method="derpp", norm="tbbn"), "out/")
 """
 from engine.version import __version__  # noqa: F401
 

@@ -10,7 +10,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from engine.config import TrialConfig
+from engine.config import TrialConfig, option_of
 from engine.errors import ConfigError, TrainingError
 from engine.events import Event, TaskEnd
 from engine.options import parse_kv
@@ -49,18 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
     plus --threads and --out."""
     from engine import backbones, buffers, datasets, methods, norms
 
-    registries = {"dataset": datasets, "model": methods, "norm": norms, "buffer_mode": buffers,
+    registries = {"dataset": datasets, "method": methods, "norm": norms, "buffer_mode": buffers,
                   "backbone": backbones}
     p = OneLineParser(prog="python -m engine", description=__doc__, epilog=options_epilog(),
                       formatter_class=_Formatter)
     for f in dataclasses.fields(TrialConfig):
-        flag = dict(f.metadata["flag"])
+        flag = {k: v for k, v in f.metadata["flag"].items() if k != "option"}
         help_text = f.metadata["help"]
         if "registry" in flag:
             help_text += f"; one of: {', '.join(registries[flag.pop('registry')].REGISTRY.names())}"
         # unset option dicts and switches stay None: TrialConfig's own defaults and best_args fill them
         default = None if f.default is dataclasses.MISSING or flag.get("action") else f.default
-        p.add_argument(f"--{f.name}", default=default, help=help_text, **flag)
+        p.add_argument(option_of(f.name), dest=f.name, default=default, help=help_text, **flag)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core); the "
                                                 "sweep sets --cpus_per_trial, and CPU results depend on it")
     p.add_argument("--out", type=Path, help="trial directory (default: results/engine/<trial id>)")

@@ -1,7 +1,7 @@
 """One frozen, validated description of a trial, and how its unset fields get their values.
 
 Precedence for every field left unset (None): explicit value > configs/best_args.yaml for
-(dataset, setting, model, buffer size) > best_args for (dataset, setting, model) > best_args
+(dataset, setting, method, buffer size) > best_args for (dataset, setting, method) > best_args
 for (dataset, setting) > the method's defaults for the setting (`Method.SETTING_DEFAULTS`)
 > the setting's protocol defaults (algorithms.md §1).
 The resolved config is what result.json stores, so every run can be reproduced from it.
@@ -25,7 +25,7 @@ SETTINGS = ("online", "offline")
 PRECISIONS = ("fp32", "bf16")
 BEST_ARGS_PATH = Path(__file__).resolve().parents[1] / "configs" / "best_args.yaml"
 
-# Protocol defaults of algorithms.md §1; best_args.yaml refines them per dataset and model.
+# Protocol defaults of algorithms.md §1; best_args.yaml refines them per dataset and method.
 PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
     "online": dict(epochs=1, bs=10, minibatch_size=10, lr=0.1, momentum=0.0, weight_decay=0.0,
                    lr_milestones=(), lr_gamma=1.0, selection="last"),
@@ -39,12 +39,15 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
 RUNTIME_FIELDS = ("device", "data_root")
 # Fields added after trials were run: left out of the id at their default, so old ids stay.
 ID_WHEN_SET = {"deterministic": False, "precision": "fp32"}
+# Fields renamed after trials were run: the id hashes their first name, so old ids stay.
+ID_NAMES = {"method": "model"}
 OPTION_FIELDS = ("norm_args", "method_args", "data_args")
 
 
 def _field(default: Any, help: str, **flag: Any):
     """A trial field, with what `python -m engine --<name>` needs (engine/cli.py builds the flag from
-    it): the help text and argparse settings; `registry="dataset"` lists that registry's names."""
+    it): the help text and argparse settings; `registry="dataset"` lists that registry's names;
+    `option="--model"` names the flag where it is not the field's name (mammoth's spelling)."""
     kw = {"default_factory": dict} if default is dict else {"default": default}
     return field(metadata={"help": help, "flag": flag}, **kw)
 
@@ -53,7 +56,8 @@ def _field(default: Any, help: str, **flag: Any):
 class TrialConfig:
     """Every field is one flag of `python -m engine`; None: resolved (see `resolved`)."""
     dataset: str = _field("seq-digits", "the dataset", registry="dataset")
-    model: str = _field("er", "the CL method", registry="model")
+    method: str = _field("er", "the CL method (the flag is mammoth's; `method` in result.json)", registry="method",
+                         option="--model")
     norm: str = _field("bn", "normalization layer replacing every BatchNorm2d (case-insensitive)", registry="norm")
     buffer_mode: str = _field("reservoir", "replay buffer", registry="buffer_mode")
     buffer_size: int = _field(200, "replay buffer capacity (items)", type=int)
@@ -138,17 +142,17 @@ class TrialConfig:
         from engine import backbones, buffers, datasets, methods, norms  # registries import torch
 
         dataset = datasets.REGISTRY.canonical(self.dataset)
-        model = methods.REGISTRY.canonical(self.model)
+        method = methods.REGISTRY.canonical(self.method)
         norm = norms.REGISTRY.canonical(self.norm)
-        method_cls = methods.REGISTRY.get(model)
+        method_cls = methods.REGISTRY.get(method)
         values = dict(PROTOCOL_DEFAULTS[self.setting])
         values.update(method_cls.SETTING_DEFAULTS.get(self.setting, {}))
-        values.update(_best_args(dataset, self.setting, model, self.buffer_size))
+        values.update(_best_args(dataset, self.setting, method, self.buffer_size))
         explicit = {k: v for k, v in self.to_dict().items() if v is not None}
         for name in OPTION_FIELDS:  # option dicts merge key by key, explicit keys winning
             explicit[name] = {**values.pop(name, {}), **explicit.get(name, {})}
         values.update(explicit)
-        values.update(dataset=dataset, model=model, norm=norm, buffer_mode=buffers.REGISTRY.canonical(self.buffer_mode))
+        values.update(dataset=dataset, method=method, norm=norm, buffer_mode=buffers.REGISTRY.canonical(self.buffer_mode))
 
         values["method_args"] = method_cls.resolve_options(values["method_args"])
         values["norm_args"] = norms.resolve_options(norm, values["norm_args"], setting=self.setting)
@@ -165,10 +169,15 @@ class TrialConfig:
 
     def trial_id(self) -> str:
         """A stable hash of what the trial computes (resolve first, so defaults count)."""
-        payload = {k: v for k, v in self.to_dict().items()
+        payload = {ID_NAMES.get(k, k): v for k, v in self.to_dict().items()
                    if k not in RUNTIME_FIELDS and not (k in ID_WHEN_SET and v == ID_WHEN_SET[k])}
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha1(blob).hexdigest()[:12]
+
+
+def option_of(name: str) -> str:
+    """The `python -m engine` flag of the trial field `name`."""
+    return next(f.metadata["flag"].get("option", f"--{name}") for f in fields(TrialConfig) if f.name == name)
 
 
 def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
@@ -196,12 +205,12 @@ def _load_best_args() -> dict:
         return yaml.safe_load(fh) or {}
 
 
-def _best_args(dataset: str, setting: str, model: str, buffer_size: int) -> dict[str, Any]:
+def _best_args(dataset: str, setting: str, method: str, buffer_size: int) -> dict[str, Any]:
     table = _load_best_args().get(dataset, {}).get(setting, {})
     out: dict[str, Any] = {}
     for layer in (table.get("default", {}),
-                  table.get(model, {}).get("default", {}),
-                  table.get(model, {}).get(buffer_size, {})):
+                  table.get(method, {}).get("default", {}),
+                  table.get(method, {}).get(buffer_size, {})):
         for key, value in layer.items():
             out[key] = {**out.get(key, {}), **value} if key in OPTION_FIELDS else value
     if "lr_milestones" in out:

@@ -19,7 +19,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-SCHEMA = "normsweep.result/1"
+SCHEMA = "normsweep.result/2"
+# Every schema read, and the config keys earlier ones spelled otherwise: schema 1 called the CL
+# method "model" (mammoth's flag). So earlier sweeps stay done; their ids: config.ID_NAMES.
+READ_SCHEMAS = ("normsweep.result/1", SCHEMA)
+RENAMED_CONFIG_KEYS = {"model": "method"}
 CONFIG_FILE = "config.json"
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.json"
@@ -28,7 +32,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 SCENARIOS = ("class_il", "task_il")       # result["metrics"] and result["acc_matrix"] keys
 METRICS = ("faa", "caa", "ffm", "bwt")     # result["metrics"][scenario] keys (ffm, bwt: null for one task)
 REQUIRED_RESULT = ("trial_id", "status", "config", "metrics", "acc_matrix")
-REQUIRED_CONFIG = ("dataset", "setting", "model", "norm", "buffer_size", "seed")
+REQUIRED_CONFIG = ("dataset", "setting", "method", "norm", "buffer_size", "seed")
 
 
 # ---- writing ------------------------------------------------------------------------------
@@ -86,16 +90,24 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored config (result.json's or a planned trial's config.json) with today's keys."""
+    return {RENAMED_CONFIG_KEYS.get(k, k): v for k, v in config.items()}
+
+
 def load_result(path: Path) -> dict[str, Any]:
-    """A validated result.json; ValueError (one line) when it is not a finished SCHEMA result."""
+    """A validated result.json, upgraded to SCHEMA; ValueError (one line) when it is not a
+    finished result of a schema in READ_SCHEMAS."""
     data = load_json(path)
-    if data.get("schema") != SCHEMA:
+    if data.get("schema") not in READ_SCHEMAS:
         raise ValueError(f"schema is {data.get('schema')!r}, expected {SCHEMA!r}")
     missing = [k for k in REQUIRED_RESULT if k not in data]
     if missing:
         raise ValueError(f"missing field {missing[0]!r}")
     if data["status"] != "finished":
         raise ValueError(f"status is {data['status']!r}, expected 'finished'")
+    if isinstance(data["config"], dict):
+        data["config"], data["schema"] = upgrade_config(data["config"]), SCHEMA
     config = data["config"]
     if not isinstance(config, dict) or any(k not in config for k in REQUIRED_CONFIG):
         raise ValueError(f"config lacks one of {', '.join(REQUIRED_CONFIG)}")

@@ -70,7 +70,7 @@ def build_trial(cfg: TrialConfig, device: torch.device,
     norms.install(net, cfg.norm, n_tasks=dataset.n_tasks, setting=cfg.setting,
                   input_shape=dataset.input_shape, precision=cfg.precision, **cfg.norm_args)
     place(net, device)
-    return dataset, METHODS.get(cfg.model)(net, dataset, cfg, device)
+    return dataset, METHODS.get(cfg.method)(net, dataset, cfg, device)
 
 
 def run_trial(cfg: TrialConfig, out_dir: str | Path, progress: Progress | None = None) -> dict[str, Any]:

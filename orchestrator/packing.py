@@ -17,7 +17,7 @@ from orchestrator.gpus import GpuStatus
 from orchestrator.sweep import PlannedTrial
 
 # The config fields a trial's memory depends on (not the seed, not the training schedule).
-MEMORY_FIELDS = ("dataset", "data_args", "backbone", "norm", "model", "setting", "bs", "minibatch_size",
+MEMORY_FIELDS = ("dataset", "data_args", "backbone", "norm", "method", "setting", "bs", "minibatch_size",
                  "buffer_size", "n_tasks")
 
 
@@ -63,7 +63,7 @@ def _per_gpu(trial: PlannedTrial, budget: float) -> tuple[int, str, str]:
     est = estimate(trial.config)
     c = trial.config
     over = " (more than the budget: 1 per GPU)" if est.total > budget else ""
-    return max(1, int(budget // est.total)), f"{c.dataset} {c.model} {c.norm} bs {c.bs} buffer {c.buffer_size}", est.describe() + over
+    return max(1, int(budget // est.total)), f"{c.dataset} {c.method} {c.norm} bs {c.bs} buffer {c.buffer_size}", est.describe() + over
 
 
 def plan_lines(trials: list[PlannedTrial], reading, threshold: float, gpus_per_trial: float | None) -> list[str]:

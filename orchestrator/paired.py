@@ -1,6 +1,6 @@
 """Paired statistics between normalization layers: pure functions on the report's DataFrames.
 
-Trials of one table row (dataset, setting, model, buffer, other config) share seeds, and a seed
+Trials of one table row (dataset, setting, method, buffer, other config) share seeds, and a seed
 fixes the class order and the initial weights' draw, so layer A and layer B on seed s saw the
 same task sequence. Differences per seed remove the seed-to-seed spread that a `mean ± std`
 table carries, and a paired t-test on them says whether a difference is more than noise.
@@ -112,7 +112,7 @@ def paired_table(cells: pd.DataFrame, row_keys: list[str], values: pd.DataFrame,
                 continue
             p = (compare(_seeds(values, cell["_key"], metric), _seeds(values, keys[baseline], metric))
                  if baseline in keys else Paired(0, note=f"no {baseline} in this row"))
-            rows.append({**dict(zip(row_keys, _as_tuple(row_vals))), "layer": cell["norm"],
+            rows.append({**dict(zip(row_keys, _as_tuple(row_vals))), "norm": cell["norm"],
                          "norm_options": cell["norm_options"], "grid_points": cell["grid_points"],
                          "baseline": baseline, **asdict(p), "significant": p.significant,
                          "seeds_for_2pt": seeds_for_power(p.sd_diff)})
@@ -147,8 +147,8 @@ def display_frame(table: pd.DataFrame, row_keys: list[str], bold: bool = True) -
     def fmt(v: float, spec: str) -> str:
         return "" if not np.isfinite(v) else format(v, spec)
 
-    out = table[[*row_keys, "layer", "baseline", "n"]].map(_text)
-    out["layer"] = [f"{r.layer} ({r.norm_options}) †" if r.grid_points > 1 else r.layer
+    out = table[[*row_keys, "norm", "baseline", "n"]].map(_text)
+    out["norm"] = [f"{r.norm} ({r.norm_options}) †" if r.grid_points > 1 else r.norm
                     for r in table.itertuples(index=False)]
     diff = table["mean_diff"].map(lambda v: fmt(v, "+.2f"))
     ci = [f"[{fmt(lo, '+.2f')}, {fmt(hi, '+.2f')}]" if np.isfinite(lo) else ""
@@ -176,7 +176,7 @@ def power_lines(table: pd.DataFrame, row_keys: list[str]) -> list[str]:
         worst = spread.loc[spread["sd_diff"].idxmax()]
         lines.append(f"{name}: {int(group['n'].max())} paired seeds; a {DETECT:g}-point difference "
                      f"at {POWER:.0%} power needs {worst['seeds_for_2pt']} seeds (largest paired "
-                     f"sd {worst['sd_diff']:.2f}, {worst['layer']} - {worst['baseline']})")
+                     f"sd {worst['sd_diff']:.2f}, {worst['norm']} - {worst['baseline']})")
     return lines
 
 
@@ -190,7 +190,7 @@ def plot_differences(ax, table: pd.DataFrame, row_keys: list[str]) -> None:  # n
     colors = np.where(shown["significant"], "tab:red", "tab:blue")
     for yi, m, l, h, c in zip(y, shown["mean_diff"], lo, hi, colors):
         ax.errorbar(m, yi, xerr=[[l], [h]], fmt="o", color=c, capsize=3)
-    labels = [" / ".join(_text(r[k]) for k in row_keys) + f": {r['layer']} - {r['baseline']} (n={r['n']})"
+    labels = [" / ".join(_text(r[k]) for k in row_keys) + f": {r['norm']} - {r['baseline']} (n={r['n']})"
               for _, r in shown.iterrows()]
     ax.set_yticks(y, labels, fontsize=8)
     ax.axvline(0, color="gray", linestyle="--", linewidth=1)

@@ -8,7 +8,7 @@
   ray_normsweep_trial_task{...trial}           the task a trial is on (1-based)
   ray_normsweep_trial_class_il_acc{...trial}   its class-IL accuracy after its last finished task
 
-A trial's tags: sweep, run (run name), dataset, model, norm, seed. A metric is a convenience:
+A trial's tags: sweep, run (run name), dataset, method, norm, seed. A metric is a convenience:
 if Ray cannot make one, nothing is recorded and the sweep runs on.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 from engine.events import TaskEnd
 from orchestrator.tune_config import TrialPayload
 
-TRIAL_TAGS = ("sweep", "run", "dataset", "model", "norm", "seed")
+TRIAL_TAGS = ("sweep", "run", "dataset", "method", "norm", "seed")
 _made: dict[str, Any] = {}   # one metric object per name and process (a reused trial process makes many trials)
 
 
@@ -76,7 +76,7 @@ class TrialGauges:
         c = trial.config
         self.sweep = Path(trial.sweep_dir).name
         self.tags = {"sweep": self.sweep, "run": trial.run_name, "dataset": c["dataset"],
-                     "model": c["model"], "norm": c["norm"], "seed": str(c["seed"])}
+                     "method": c["method"], "norm": c["norm"], "seed": str(c["seed"])}
 
     def on_task(self, task: int) -> None:
         _set(_metric("Gauge", "normsweep_trial_task", "the task a trial is on (1-based)", TRIAL_TAGS),

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator, TextIO
 
 from ray.tune.trainable.function_trainable import wrap_function
 
+from engine.config import option_of
 from engine.events import EpochEnd, Event, TaskEnd
 from engine.results import CHECKPOINT_FILE
 from orchestrator.dashboard import announce
@@ -176,7 +177,7 @@ def engine_command(config: dict[str, Any], out_dir: Path, threads: int) -> str:
         if value is None or value == {} or value is False:
             continue
         if value is True:  # a store_true flag
-            parts.append(f"--{key}")
+            parts.append(option_of(key))
             continue
         if isinstance(value, dict):
             value = ",".join(f"{k}={v}" for k, v in value.items())
@@ -184,7 +185,7 @@ def engine_command(config: dict[str, Any], out_dir: Path, threads: int) -> str:
             value = " ".join(map(str, value))
             if not value:
                 continue
-        parts.append(f"--{key} {value}")
+        parts.append(f"{option_of(key)} {value}")
     return " ".join(parts + [f"--threads {threads}", f"--out {out_dir}"])
 
 

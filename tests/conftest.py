@@ -20,7 +20,7 @@ def tiny_cfg():
     from engine.config import TrialConfig
 
     def make(**kw):
-        base = dict(dataset="seq-synth", data_args=dict(TINY_SYNTH), model="er", norm="bn",
+        base = dict(dataset="seq-synth", data_args=dict(TINY_SYNTH), method="er", norm="bn",
                     buffer_size=20, minibatch_size=4, bs=4, device="cpu")
         base.update(kw)
         return TrialConfig(**base)

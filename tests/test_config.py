@@ -10,11 +10,11 @@ from engine.errors import ConfigError
 
 
 def test_resolution_precedence_flag_over_best_args_over_protocol():
-    cfg = TrialConfig(dataset="seq-cifar10", model="DER++", buffer_size=500).resolved()
-    assert cfg.model == "derpp"
+    cfg = TrialConfig(dataset="seq-cifar10", method="DER++", buffer_size=500).resolved()
+    assert cfg.method == "derpp"
     assert cfg.lr == 0.03 and cfg.method_args == {"alpha": 0.2, "beta": 0.5}   # best_args, size 500
     assert cfg.bs == 10 and cfg.minibatch_size == 10 and cfg.epochs == 1       # online protocol
-    cfg = TrialConfig(dataset="seq-cifar10", model="derpp", buffer_size=500, lr=0.5,
+    cfg = TrialConfig(dataset="seq-cifar10", method="derpp", buffer_size=500, lr=0.5,
                       method_args={"beta": 1.0}).resolved()
     assert cfg.lr == 0.5 and cfg.method_args == {"alpha": 0.2, "beta": 1.0}
     assert cfg.resolved() == cfg                                              # idempotent
@@ -28,21 +28,21 @@ def test_resolution_precedence_flag_over_best_args_over_protocol():
 ])
 def test_best_args_follow_the_adab2n_fork(dataset, model, buffer_size, lr, method_args):
     """Issue 15 point 6: the AdaB2N fork's best_args.py values for its online protocol."""
-    cfg = TrialConfig(dataset=dataset, model=model, buffer_size=buffer_size).resolved()
+    cfg = TrialConfig(dataset=dataset, method=model, buffer_size=buffer_size).resolved()
     assert cfg.lr == lr and cfg.method_args.items() >= method_args.items()
 
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(dataset="seq-nope"), "unknown dataset 'seq-nope'; choose one of: "),
-    (dict(model="icarus"), "unknown model 'icarus'"),
+    (dict(method="icarus"), "unknown method 'icarus'"),
     (dict(norm="xn"), "unknown norm 'xn'"),
     (dict(buffer_mode="fifo"), "unknown buffer_mode 'fifo'"),
     (dict(buffer_size=0), "buffer_size=0 must be positive"),
     (dict(buffer_mode="ring", buffer_size=3), "ring buffer_size=3 is smaller than n_tasks=5"),
     (dict(bs=0), "bs=0 must be a positive integer"),
     (dict(n_tasks=3), "n_tasks=3 does not divide the 10 classes"),
-    (dict(model="der", method_args={"gamma": 1}), "takes no option 'gamma'"),
-    (dict(model="der", method_args={"alpha": -1}), "alpha=-1.0 is below its minimum"),
+    (dict(method="der", method_args={"gamma": 1}), "takes no option 'gamma'"),
+    (dict(method="der", method_args={"alpha": -1}), "alpha=-1.0 is below its minimum"),
     (dict(lr=float("nan")), "lr=nan must be a positive finite number"),
 ])
 def test_bad_input_is_one_clear_line(kwargs, message):

@@ -102,7 +102,7 @@ def test_tune_records_load_with_tunes_own_tools_with_flat_config_columns(ray_clu
     assert sorted(out.finished) == sorted(t.trial_id for t in trials)
     (run,) = sd.tune.glob("run-*")
     df = tune.ExperimentAnalysis(str(run)).dataframe()
-    assert {"config/norm", "config/seed", "config/dataset", "config/model", "config/buffer_size",
+    assert {"config/norm", "config/seed", "config/dataset", "config/method", "config/buffer_size",
             "config/run_name", "config/trial_id"} <= set(df.columns)
     assert not [c for c in df.columns if c.startswith("config/trial/")]
     assert sorted(zip(df["config/norm"], df["config/seed"])) == [("bn", 0), ("bn", 1), ("gn", 0), ("gn", 1)]

@@ -16,7 +16,7 @@ ONLINE_METHODS = ["sgd", "joint", "er", "er_ace", "der", "derpp"]
 def test_layer_in_method_gives_finite_metrics(tmp_path, tiny_cfg, norm, model):
     norm_args = {"ada_t0": 1} if norm == "adab2n" else {}   # the regularizer is exercised at t = 1
     # the online protocol's batch (10 + 10) on 16 px images: every layer sees 2x2 maps or more
-    cfg = tiny_cfg(model=model, norm=norm, norm_args=norm_args, n_tasks=2, bs=10, minibatch_size=10,
+    cfg = tiny_cfg(method=model, norm=norm, norm_args=norm_args, n_tasks=2, bs=10, minibatch_size=10,
                    data_args={"train_per_class": 10, "test_per_class": 4, "image_size": 16})
     result = run_trial(cfg, tmp_path)
     assert result["config"]["norm"] == norm
@@ -41,7 +41,7 @@ def build(tiny_cfg, **kw):
 
 
 def test_er_ace_replays_only_from_task_1(tiny_cfg):
-    data, method = build(tiny_cfg, model="er_ace")
+    data, method = build(tiny_cfg, method="er_ace")
     x, y = data.tasks[0].x_train[:4], data.tasks[0].y_train[:4]
     method.begin_task(0)
     method.observe(x, y)
@@ -56,7 +56,7 @@ def test_er_ace_last_class_mask(tiny_cfg, mask, last_class_allowed):
     import torch.nn.functional as F
 
     from engine.methods.base import Batch
-    data, method = build(tiny_cfg, model="er_ace", method_args={"mask": mask})
+    data, method = build(tiny_cfg, method="er_ace", method_args={"mask": mask})
     C = data.n_classes
     method.task, method.seen[:] = 4, True          # last task, class C-1 already seen
     logits, y = torch.randn(2, C), torch.tensor([C - 2, C - 2])   # a batch without class C-1
@@ -70,7 +70,7 @@ def losses(tiny_cfg, model, lambd, tasks):
     """Losses of real steps at the given tasks, AdaB2N with ada_t0=0 and weight `lambd`."""
     import torch
     torch.manual_seed(0)
-    data, method = build(tiny_cfg, model=model, norm="adab2n", norm_args={"ada_t0": 0, "lambd": lambd})
+    data, method = build(tiny_cfg, method=model, norm="adab2n", norm_args={"ada_t0": 0, "lambd": lambd})
     out = []
     for task in tasks:
         if task != method.task:
@@ -102,7 +102,7 @@ def test_whole_online_steps_have_no_data_dependent_op_so_no_host_sync(model):
     meta = torch.device("meta")
     options = {"n_classes": 10, "channels": 3, "image_size": 16, "train_per_class": 12, "test_per_class": 2}
     for norm in ("bn", "tbbn", "adab2n"):
-        cfg = TrialConfig(dataset="seq-synth", data_args=options, model=model, norm=norm, n_tasks=5,
+        cfg = TrialConfig(dataset="seq-synth", data_args=options, method=model, norm=norm, n_tasks=5,
                           buffer_size=40, device="cpu").resolved()
         spec = DATASETS.get("seq-synth")
         dataset = ContinualDataset(spec, spec.load(None, cfg.data_args), n_tasks=5, seed=0, device=meta)
@@ -122,7 +122,7 @@ def test_icarl_predicts_without_a_host_sync_per_eval_chunk():
 
     meta = torch.device("meta")
     options = {"n_classes": 10, "channels": 3, "image_size": 16, "train_per_class": 12, "test_per_class": 2}
-    cfg = TrialConfig(dataset="seq-synth", data_args=options, model="icarl", setting="offline", n_tasks=5,
+    cfg = TrialConfig(dataset="seq-synth", data_args=options, method="icarl", setting="offline", n_tasks=5,
                       buffer_mode="herding", buffer_size=40, device="cpu").resolved()
     spec = DATASETS.get("seq-synth")
     dataset = ContinualDataset(spec, spec.load(None, cfg.data_args), n_tasks=5, seed=0, device=meta)

@@ -59,7 +59,7 @@ def layouts(monkeypatch):
 def test_offline_method_runs_with_a_48_16_current_first_batch(tmp_path, layouts, model, norm):
     needs_norm(norm)
     args = {"ft_epochs": 1} if model == "eeil" else {}
-    result = run_trial(offline_cfg(model=model, norm=norm, method_args=args), tmp_path)
+    result = run_trial(offline_cfg(method=model, norm=norm, method_args=args), tmp_path)
     cfg = result["config"]
     assert cfg["selection"] == "val" and cfg["bs"] == 48 and cfg["minibatch_size"] == 16
     for kind in ("class_il", "task_il"):
@@ -92,7 +92,7 @@ def test_tbbn_split_per_task_follows_the_official_sequence(tmp_path, layouts, mo
         return r
     monkeypatch.setattr(tbbn, "tbbn_split", recording)
     data = dict(n_classes=20, train_per_class=24, test_per_class=2, image_size=8)
-    run_trial(offline_cfg(model="finetune", norm="tbbn", data_args=data, n_tasks=10, epochs=1,
+    run_trial(offline_cfg(method="finetune", norm="tbbn", data_args=data, n_tasks=10, epochs=1,
                           buffer_size=32, selection="last", lr_milestones=()), tmp_path)
     per_task = {}
     for lay, _, _ in layouts:
@@ -104,7 +104,7 @@ def test_tbbn_split_per_task_follows_the_official_sequence(tmp_path, layouts, mo
 
 @pytest.mark.parametrize("model", ["lucir", "icarl"])
 def test_interrupted_offline_trial_resumes_with_memory_and_old_model(tmp_path, model):
-    cfg = offline_cfg(model=model, n_tasks=3, nc_first_task=4, seed=1, bs=12, minibatch_size=4)
+    cfg = offline_cfg(method=model, n_tasks=3, nc_first_task=4, seed=1, bs=12, minibatch_size=4)
     whole = run_trial(cfg, tmp_path / "whole")
 
     def crash(event):
@@ -123,7 +123,7 @@ def test_interrupted_offline_trial_resumes_with_memory_and_old_model(tmp_path, m
 
 
 def test_best_validation_epoch_is_restored(tmp_path):
-    cfg = offline_cfg(model="finetune", epochs=4, lr=0.2, lr_milestones=(2,), lr_gamma=5.0).resolved()
+    cfg = offline_cfg(method="finetune", epochs=4, lr=0.2, lr_milestones=(2,), lr_gamma=5.0).resolved()
     dataset, method = build_trial(cfg, torch.device("cpu"))
     events = []
     train_task(method, dataset, cfg, 0, events.append)
@@ -162,7 +162,7 @@ def test_two_streams_make_an_epoch_of_the_longer_one_and_skip_partial_batches():
 
 
 def test_eeil_adds_a_balanced_finetuning_stage(tmp_path):
-    cfg = offline_cfg(model="eeil", method_args={"ft_epochs": 3, "ft_lr_factor": 0.1}).resolved()
+    cfg = offline_cfg(method="eeil", method_args={"ft_epochs": 3, "ft_lr_factor": 0.1}).resolved()
     dataset, method = build_trial(cfg, torch.device("cpu"))
     y = dataset.tasks[1].y_train
     assert [s.name for s in method.stages(0, y)] == ["train"]
@@ -173,7 +173,7 @@ def test_eeil_adds_a_balanced_finetuning_stage(tmp_path):
 
 
 def test_eeil_ft_balanced_trains_on_a_class_balanced_set(tmp_path):
-    cfg = offline_cfg(model="eeil", method_args={"ft_balanced": True}).resolved()
+    cfg = offline_cfg(method="eeil", method_args={"ft_balanced": True}).resolved()
     dataset, method = build_trial(cfg, torch.device("cpu"))
     method.begin_task(0)
     method.end_task(0, dataset.tasks[0].x_train, dataset.tasks[0].y_train)   # herding: 4 per old class
@@ -193,12 +193,12 @@ def test_eeil_ft_balanced_trains_on_a_class_balanced_set(tmp_path):
 
 
 def test_offline_defaults_and_checks():
-    assert offline_cfg(model="lucir").resolved().selection == "val"
-    assert offline_cfg(model="er", buffer_mode="reservoir").resolved().selection == "last"  # mammoth: no split
-    assert offline_cfg(model="finetune", selection="last").resolved().selection == "last"
-    _, method = build_trial(offline_cfg(model="ssil").resolved(), torch.device("cpu"))
+    assert offline_cfg(method="lucir").resolved().selection == "val"
+    assert offline_cfg(method="er", buffer_mode="reservoir").resolved().selection == "last"  # mammoth: no split
+    assert offline_cfg(method="finetune", selection="last").resolved().selection == "last"
+    _, method = build_trial(offline_cfg(method="ssil").resolved(), torch.device("cpu"))
     assert isinstance(method, ExemplarMethod)
     with pytest.raises(ConfigError, match="herding"):
-        offline_cfg(model="der").resolved()
+        offline_cfg(method="der").resolved()
     with pytest.raises(ConfigError, match="buffer_size=5 must be at least the 10 classes"):
-        offline_cfg(model="finetune", buffer_size=5).resolved()   # before anything is built
+        offline_cfg(method="finetune", buffer_size=5).resolved()   # before anything is built

@@ -27,7 +27,7 @@ def one_thread():
 @pytest.mark.parametrize("norm", ["bn", "tbbn"])
 @pytest.mark.parametrize("model", METHODS)
 def test_every_offline_method_learns_every_task_of_seq_digits(tmp_path, model, norm):
-    cfg = TrialConfig(dataset="seq-digits", setting="offline", model=model, norm=norm,
+    cfg = TrialConfig(dataset="seq-digits", setting="offline", method=model, norm=norm,
                       buffer_mode="herding", buffer_size=100, seed=0, device="cpu")
     result = run_trial(cfg, tmp_path)
     task_il = result["acc_matrix"]["task_il"]

@@ -33,7 +33,7 @@ def tree(tmp_path_factory):
 
 
 def load(root, **data_args):
-    cfg = TrialConfig(dataset="seq-imagenet100", data_root=str(root), setting="offline", model="finetune",
+    cfg = TrialConfig(dataset="seq-imagenet100", data_root=str(root), setting="offline", method="finetune",
                       buffer_mode="herding", buffer_size=2000, data_args={"image_size": 8, **data_args},
                       device="cpu").resolved()
     return cfg, build_dataset(cfg, torch.device("cpu"))

@@ -115,7 +115,7 @@ def test_multistep_lr_matches_torch(milestones):
 def test_a_trial_never_imports_dynamo():
     """torch.optim's optimizers import torch._dynamo (+150 MB, ~1.3 s); a whole trial must not."""
     code = ("import sys, tempfile; from engine import TrialConfig, run_trial; "
-            "run_trial(TrialConfig(dataset='seq-synth', model='derpp', buffer_size=20, seed=0, device='cpu', "
+            "run_trial(TrialConfig(dataset='seq-synth', method='derpp', buffer_size=20, seed=0, device='cpu', "
             "data_args={'train_per_class': 4, 'test_per_class': 2, 'image_size': 8}, "
             "backbone='resnet18_reduced'), tempfile.mkdtemp()); "
             "print(sorted(m for m in ('torch._dynamo', 'sympy') if m in sys.modules))")

@@ -19,7 +19,7 @@ H100 = dict(name="NVIDIA H100 80GB HBM3", capability=(9, 0), total=80 * GB)
 @pytest.mark.parametrize("norm", ["bn", "tbbn", "adab2n"])
 def test_activations_counted_on_the_meta_device_are_those_of_a_real_forward(norm):
     """The meta count (no memory) is what autograd keeps in a real CPU forward of the same net."""
-    cfg = TrialConfig(dataset="seq-synth", model="derpp", norm=norm).resolved()
+    cfg = TrialConfig(dataset="seq-synth", method="derpp", norm=norm).resolved()
     _, on_meta = build_on_meta(cfg)
     dataset, real = build_trial(cfg, torch.device("cpu"))
     shape = dataset.input_shape
@@ -27,18 +27,18 @@ def test_activations_counted_on_the_meta_device_are_those_of_a_real_forward(norm
 
 
 def test_the_estimate_counts_data_model_buffer_and_a_batch_that_grows_with_bs():
-    cifar = estimate(TrialConfig(dataset="seq-cifar10", model="derpp", norm="bn", buffer_size=500))
+    cifar = estimate(TrialConfig(dataset="seq-cifar10", method="derpp", norm="bn", buffer_size=500))
     assert cifar.data == 60_000 * (3 * 32 * 32 + 8)                  # uint8 images + int64 labels
     assert cifar.buffer == 500 * (3 * 32 * 32 + 4 * 10 + 16)
-    assert estimate(TrialConfig(dataset="seq-cifar10", model="derpp", norm="bn", bs=128)).activations > cifar.activations
+    assert estimate(TrialConfig(dataset="seq-cifar10", method="derpp", norm="bn", bs=128)).activations > cifar.activations
     # ImageNet-100's 19 GiB of images stay on the host: labels + one task's training images
-    big = estimate(TrialConfig(dataset="seq-imagenet100", model="derpp", norm="bn"))
+    big = estimate(TrialConfig(dataset="seq-imagenet100", method="derpp", norm="bn"))
     assert big.data == 135_000 * 8 + 13_000 * 3 * 224 * 224 and big.total > cifar.total
-    joint = estimate(TrialConfig(dataset="seq-imagenet100", model="joint", norm="bn", setting="offline"))
+    joint = estimate(TrialConfig(dataset="seq-imagenet100", method="joint", norm="bn", setting="offline"))
     assert joint.data == 135_000 * 8 + 130_000 * 3 * 224 * 224   # it trains on every seen task
     # methods that keep the old model hold a fourth copy of the weights
     for model, copies in (("lucir", 4), ("finetune", 3)):
-        cfg = TrialConfig(dataset="seq-cifar100", model=model, setting="offline")
+        cfg = TrialConfig(dataset="seq-cifar100", method=model, setting="offline")
         weights = sum(p.numel() * 4 for p in build_on_meta(cfg.resolved())[1].net.parameters())
         assert estimate(cfg).model == copies * weights
 
@@ -98,7 +98,7 @@ def test_a_trial_with_its_images_on_the_host_learns_as_with_them_on_the_gpu(tmp_
     from engine.datasets import base
     from engine.trainer import run_trial
 
-    cfg = TrialConfig(dataset="seq-synth", model="derpp", norm="tbbn", device="cuda", deterministic=True)
+    cfg = TrialConfig(dataset="seq-synth", method="derpp", norm="tbbn", device="cuda", deterministic=True)
     on_gpu = run_trial(cfg, tmp_path / "gpu")
     monkeypatch.setattr(base, "HOST_IMAGES_BYTES", 0)
     dataset, _ = build_trial(cfg.resolved(), torch.device("cuda"))

@@ -52,7 +52,7 @@ def write_sweep(root, faa: dict, rng: np.random.Generator) -> None:
         for (norm, kappa), values in layers.items():
             opts = next(p for p in GRID if p["kappa"] == kappa) if norm == "adab2n" else {}
             for seed, v in enumerate(values):
-                cfg = trial_config(model=model, norm=norm, buffer_size=size, seed=seed, norm_args=opts)
+                cfg = trial_config(method=model, norm=norm, buffer_size=size, seed=seed, norm_args=opts)
                 tid = f"{model}-{size}-{norm}-{kappa}-s{seed}"
                 acc, metrics = fake_run(rng, 50)
                 metrics["class_il"]["faa"] = float(v)
@@ -77,7 +77,7 @@ def built(sweep):
 
 def paired_csv(rep) -> pd.DataFrame:
     return pd.read_csv(rep.out_dir / "tables" / "seq-digits_online_paired.csv").set_index(
-        ["model", "buffer_size", "layer"])
+        ["method", "buffer_size", "norm"])
 
 
 def shown(layers: dict, norm: str) -> np.ndarray:
@@ -206,9 +206,9 @@ def test_baseline_option_changes_what_is_subtracted(sweep, tmp_path):
     proc = run_cli(str(sweep[0]), "--out", str(tmp_path), "--no-plots", "--baseline", "TBBN")
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(tmp_path / "tables" / "seq-digits_online_paired.csv")
-    assert set(table["baseline"]) == {"tbbn"} and set(table["layer"]) == {"bn", "adab2n"}
+    assert set(table["baseline"]) == {"tbbn"} and set(table["norm"]) == {"bn", "adab2n"}
     layers = sweep[1][("er", 1000)]
-    row = table[(table["model"] == "er") & (table["buffer_size"] == 1000)].iloc[0]
+    row = table[(table["method"] == "er") & (table["buffer_size"] == 1000)].iloc[0]
     d = layers[("adab2n", 0.2)] - layers[("tbbn", None)]
     assert row["n"] == 6 and row["mean_diff"] == pytest.approx(d.mean())
 
@@ -253,16 +253,16 @@ def test_report_only_warns_one_line_per_skipped_file(tmp_path):
 
 
 def test_the_bf16_parity_benchmark_pairs_by_cell_and_seed_and_pools_every_cell():
-    """benchmarks/bf16_parity.py: differences per (setting, model, layer) cell and pooled, each
+    """benchmarks/bf16_parity.py: differences per (setting, method, layer) cell and pooled, each
     the t interval scipy gives for those pairs; a seed only one side finished drops out."""
     from benchmarks.bf16_parity import rows
 
     rng = np.random.default_rng(3)
     index = pd.MultiIndex.from_product([["online"], ["derpp", "er_ace"], ["bn", "tbbn"], range(5)],
-                                       names=["setting", "model", "norm", "seed"])
+                                       names=["setting", "method", "norm", "seed"])
     fp32 = pd.Series(rng.uniform(40, 60, len(index)), index=index)
     bf16 = (fp32 + rng.normal(0.5, 1.0, len(index))).drop(("online", "derpp", "bn", 4))
-    out = {(r["setting"], r["model"], r["norm"]): r for r in rows(bf16, fp32)}
+    out = {(r["setting"], r["method"], r["norm"]): r for r in rows(bf16, fp32)}
     assert len(out) == 4 + 1 + 1 and out[("online", "derpp", "bn")]["n"] == 4
     cell = ("online", "er_ace", "tbbn")
     for key, d in [(cell, bf16.loc[cell] - fp32.loc[cell]), (("online", "all", "all"), (bf16 - fp32).dropna()),

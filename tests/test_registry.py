@@ -1,5 +1,6 @@
 """One registration idiom: a decorator on what makes the item, in every registry."""
 import ast
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,18 @@ def test_every_registration_in_the_engine_is_a_decorator(package):
              for deco, line in _register_calls(ast.parse(path.read_text()))]
     assert calls, f"no registrations found in {folder}"
     assert [c for c in calls if not c[2]] == []
+
+
+def test_each_registry_is_named_after_the_trial_field_it_fills():
+    """One name per concept: the CL method is `method` (field, registry, flag dest), the layer
+    `norm`; mammoth's flag `--model` is the one place the old name stays (engine/cli.py)."""
+    from engine.cli import build_parser
+    from engine.config import TrialConfig
+
+    by_field = {f.name: f.metadata["flag"]["registry"] for f in dataclasses.fields(TrialConfig)
+                if "registry" in f.metadata["flag"]}
+    kinds = {r.REGISTRY.kind for r in (backbones, buffers, datasets, methods, norms)}
+    assert all(name == kind for name, kind in by_field.items()) and set(by_field) == kinds
+    assert {"method", "norm"} <= kinds and "model" not in {f.name for f in dataclasses.fields(TrialConfig)}
+    args = build_parser().parse_args(["--model", "DER++"])
+    assert args.method == "DER++" and not hasattr(args, "model")

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from engine.results import SCHEMA
 from orchestrator.report import ReportError, ReportWarning, build_report, summary_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,10 +27,10 @@ BONUS_KAPPA = {"derpp": 0.4, "er": 0.2}
 
 # ---- fabricating a sweep ------------------------------------------------------------------
 
-def trial_config(dataset="seq-digits", setting="online", model="er", norm="bn", buffer_size=200,
+def trial_config(dataset="seq-digits", setting="online", method="er", norm="bn", buffer_size=200,
                  seed=0, norm_args=None, method_args=None) -> dict:
     """Every TrialConfig field, resolved, as result.json stores it."""
-    return {"dataset": dataset, "model": model, "norm": norm, "buffer_mode": "reservoir",
+    return {"dataset": dataset, "method": method, "norm": norm, "buffer_mode": "reservoir",
             "buffer_size": buffer_size, "seed": seed, "setting": setting, "epochs": 1, "bs": 10,
             "minibatch_size": 10, "lr": 0.03, "n_tasks": N_TASKS, "nc_first_task": None,
             "backbone": "resnet18-reduced", "momentum": 0.0, "weight_decay": 0.0,
@@ -40,7 +41,7 @@ def trial_config(dataset="seq-digits", setting="online", model="er", norm="bn", 
 
 def write_result(trial_dir: Path, trial_id: str, config: dict, acc: dict, metrics: dict) -> dict:
     """A result.json exactly as docs/architecture.md describes it."""
-    result = {"schema": "normsweep.result/1", "trial_id": trial_id, "status": "finished",
+    result = {"schema": SCHEMA, "trial_id": trial_id, "status": "finished",
               "config": config, "metrics": metrics, "acc_matrix": acc,
               "wall_time_s": 12.5, "steps": 180, "steps_per_s": 14.4, "device": "cpu",
               "versions": {"python": "3.11.7", "torch": "2.4.1", "engine": "0.1.0"},
@@ -93,7 +94,7 @@ def sweep(tmp_path_factory):
     for model, size in ROWS:
         for norm, opts in norm_settings():
             for seed in SEEDS:
-                cfg = trial_config(model=model, norm=norm, buffer_size=size, seed=seed,
+                cfg = trial_config(method=model, norm=norm, buffer_size=size, seed=seed,
                                    norm_args=opts, method_args=METHOD_ARGS[model])
                 tid = f"{model}-{size}-{norm}-{opts.get('kappa', 'x')}-s{seed}"
                 tdir = root / tid
@@ -113,7 +114,7 @@ def sweep(tmp_path_factory):
                 else:
                     finished.append((cfg, write_result(tdir, tid, cfg, acc, metrics)))
     # A single-seed config in another dataset x setting: std must be empty, the cell a bare mean.
-    cfg = trial_config(dataset="seq-synth", setting="offline", model="er", norm="bn", seed=0)
+    cfg = trial_config(dataset="seq-synth", setting="offline", method="er", norm="bn", seed=0)
     acc, metrics = fake_run(rng, 50)
     finished.append((cfg, write_result(root / "synth-s0", "synth-s0", cfg, acc, metrics)))
     # Strays: a foreign schema and a result missing its metrics.
@@ -139,7 +140,7 @@ def expected_groups(finished) -> dict[tuple, dict]:
     """(dataset, setting, model, size, norm, kappa) -> per-seed lists of metrics and curves."""
     groups: dict[tuple, dict] = {}
     for cfg, res in finished:
-        key = (cfg["dataset"], cfg["setting"], cfg["model"], cfg["buffer_size"], cfg["norm"],
+        key = (cfg["dataset"], cfg["setting"], cfg["method"], cfg["buffer_size"], cfg["norm"],
                cfg["norm_args"].get("kappa"))
         g = groups.setdefault(key, {"options": cfg["norm_args"], "metrics": {}, "curves": []})
         for scenario in ("class_il", "task_il"):
@@ -172,7 +173,7 @@ def test_trials_csv_has_one_row_per_trial_with_status_and_flat_config(built, swe
     assert len(trials) == 36 + 1 + 2
     assert trials["status"].value_counts().to_dict() == {"finished": 34, "failed": 1, "pending": 1,
                                                          "corrupt": 3}
-    for col in ("trial_id", "dataset", "setting", "model", "buffer_mode", "buffer_size", "norm",
+    for col in ("trial_id", "dataset", "setting", "method", "buffer_mode", "buffer_size", "norm",
                 "norm.kappa", "norm.lambd", "norm.ada_t0", "method.alpha", "seed", "epochs", "bs",
                 "lr", "class_il_faa", "task_il_ffm", "class_il_bwt", "wall_time_s", "steps_per_s",
                 "device", "log_file"):
@@ -217,7 +218,7 @@ def test_summary_means_stds_and_n_over_seeds(built, sweep):
     for key, g in groups.items():
         dataset, setting, model, size, norm, kappa = key
         sel = ((summary["dataset"] == dataset) & (summary["setting"] == setting)
-               & (summary["model"] == model) & (summary["buffer_size"] == size) & (summary["norm"] == norm))
+               & (summary["method"] == model) & (summary["buffer_size"] == size) & (summary["norm"] == norm))
         sel &= summary["norm.kappa"].isna() if kappa is None else summary["norm.kappa"] == kappa
         assert sel.sum() == 1, key
         row = summary[sel].iloc[0]
@@ -248,10 +249,10 @@ def test_paper_tables_cells_and_best_grid_point(built, sweep, metric, suffix):
     rep, _ = built
     groups = expected_groups(sweep[1])
     table = pd.read_csv(rep.out_dir / "tables" / f"seq-digits_online{suffix}.csv", dtype=str)
-    assert list(table.columns) == ["model", "buffer_size", "bn", "adab2n", "tbbn"]
-    assert [tuple(r) for r in table[["model", "buffer_size"]].values] == [
+    assert list(table.columns) == ["method", "buffer_size", "bn", "adab2n", "tbbn"]
+    assert [tuple(r) for r in table[["method", "buffer_size"]].values] == [
         ("derpp", "200"), ("derpp", "500"), ("er", "200")]
-    table = table.set_index(["model", "buffer_size"])
+    table = table.set_index(["method", "buffer_size"])
     for model, size in ROWS:
         kappa = best_kappa(groups, model, size)
         assert kappa == BONUS_KAPPA[model]  # the fabricated bonus shows through
@@ -266,8 +267,8 @@ def test_grid_side_table_and_markdown(built, sweep):
     grid = pd.read_csv(rep.out_dir / "tables" / "seq-digits_online_grid.csv")
     assert len(grid) == 3 and set(grid["norm"]) == {"adab2n"}
     for row in grid.itertuples(index=False):
-        kappa = BONUS_KAPPA[row.model]
-        values = groups[("seq-digits", "online", row.model, row.buffer_size, "adab2n", kappa)]
+        kappa = BONUS_KAPPA[row.method]
+        values = groups[("seq-digits", "online", row.method, row.buffer_size, "adab2n", kappa)]
         assert row.norm_options == label({"kappa": kappa, "lambd": 0.1, "ada_t0": 5})
         assert row.grid_points == 2
         assert row.class_il_faa_mean == pytest.approx(np.mean(values["metrics"]["class_il_faa"]))

@@ -1,15 +1,19 @@
 """Sweeps written before a refactor resume after it: trial ids and the result contract hold.
 
 tests/data/sweep_2026_12_04 is a sweep directory written by the code of 2026-12-04 (config.json
-and result.json of four tiny trials). A change that renames a trial field, changes the id hash
-or tightens the result contract makes the launcher rerun these trials, and this test fails.
+and result.json of four tiny trials, schema 1, where the CL method was the field `model`). A
+change that renames a trial field, changes the id hash or tightens the result contract makes the
+launcher rerun these trials, and this test fails.
 """
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from orchestrator import sweep
+import pandas as pd
+
+from engine.results import SCHEMA, read_result
+from orchestrator import report, sweep
 from orchestrator.ledger import SweepDir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,3 +42,22 @@ def test_the_launcher_resumes_the_old_sweep_with_nothing_to_run(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert "4 already finished, 0 to run" in run.stdout
     assert (tmp_path / FIXTURE.name / "summary.csv").is_file()
+
+
+def test_the_old_results_read_in_todays_names(tmp_path):
+    """Schema 1's `model` is today's `method`, in the result, trials.csv and the tables; a pending
+    trial's config.json (no result yet) is read the same way."""
+    old = FIXTURE / "cbc9f621d649"
+    assert '"model": "sgd"' in (old / "result.json").read_text()       # the fixture is schema 1
+    result = read_result(old)
+    assert result["schema"] == SCHEMA and result["config"]["method"] == "sgd" and "model" not in result["config"]
+    shutil.copytree(FIXTURE, tmp_path / FIXTURE.name)
+    (tmp_path / FIXTURE.name / "93d94b66806f" / "result.json").unlink()   # now a planned, pending trial
+    rep = report.build_report(tmp_path / FIXTURE.name)
+    trials = pd.read_csv(rep.out_dir / "trials.csv")
+    assert "model" not in trials.columns
+    assert dict(zip(trials["trial_id"], trials["method"])) == {
+        "cbc9f621d649": "sgd", "93d94b66806f": "er", "75f379c7ab7d": "sgd", "c7ef40377adb": "er"}
+    assert trials.set_index("trial_id").loc["93d94b66806f", "status"] == "pending"
+    paired = pd.read_csv(rep.out_dir / "tables" / "seq-synth_online_paired.csv")
+    assert {"method", "norm"} <= set(paired.columns) and "layer" not in paired.columns

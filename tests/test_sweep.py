@@ -71,9 +71,9 @@ def test_seeds():
 
 
 @pytest.mark.parametrize("flags, message", [
-    (dict(datasets=["seq-nope"]), "unknown dataset 'seq-nope'"),
-    (dict(models=["nope"]), "unknown model 'nope'"),
-    (dict(methods=["nope"]), "unknown norm 'nope'"),
+    (dict(datasets=["seq-nope"]), "--datasets: unknown dataset 'seq-nope'"),
+    (dict(models=["nope"]), "--models: unknown method 'nope'; choose one of: der,"),
+    (dict(methods=["nope"]), "--methods: unknown norm 'nope'"),
     (dict(norm_grid=["bn:kappa=1"]), "norm bn takes no option 'kappa'"),
     (dict(norm_grid=["bn"]), "layer:option"),
     (dict(data_args={"seq-synth": {"nope": 1}}), "takes no option 'nope'"),

@@ -26,7 +26,7 @@ def crash_after(task_index):
 
 @pytest.mark.parametrize("model", ["derpp", "er_ace"])
 def test_interrupted_trial_resumes_to_the_same_metrics(tmp_path, tiny_cfg, model):
-    cfg = tiny_cfg(model=model, seed=1)
+    cfg = tiny_cfg(method=model, seed=1)
     whole = run_trial(cfg, tmp_path / "whole")
     with pytest.raises(Crash):
         run_trial(cfg, tmp_path / "cut", progress=crash_after(1))
@@ -41,15 +41,15 @@ def test_interrupted_trial_resumes_to_the_same_metrics(tmp_path, tiny_cfg, model
 
 
 def test_same_config_and_seed_give_identical_metrics(tmp_path, tiny_cfg):
-    a = run_trial(tiny_cfg(model="der", seed=2), tmp_path / "a")
-    b = run_trial(tiny_cfg(model="der", seed=2), tmp_path / "b")
+    a = run_trial(tiny_cfg(method="der", seed=2), tmp_path / "a")
+    b = run_trial(tiny_cfg(method="der", seed=2), tmp_path / "b")
     assert a["acc_matrix"] == b["acc_matrix"] and a["trial_id"] == b["trial_id"]
-    c = run_trial(tiny_cfg(model="der", seed=3), tmp_path / "c")
+    c = run_trial(tiny_cfg(method="der", seed=3), tmp_path / "c")
     assert c["trial_id"] != a["trial_id"]
 
 
 def test_finished_trial_is_not_run_again(tmp_path, tiny_cfg):
-    cfg = tiny_cfg(model="sgd")
+    cfg = tiny_cfg(method="sgd")
     first = run_trial(cfg, tmp_path)
     events = []
     again = run_trial(cfg, tmp_path, progress=events.append)
@@ -58,10 +58,10 @@ def test_finished_trial_is_not_run_again(tmp_path, tiny_cfg):
 
 @pytest.mark.parametrize("model", METHODS.names())
 def test_every_method_gives_finite_metrics_and_a_complete_result(tmp_path, tiny_cfg, model):
-    result = run_trial(tiny_cfg(model=model), tmp_path)
+    result = run_trial(tiny_cfg(method=model), tmp_path)
     on_disk = json.loads((tmp_path / RESULT_FILE).read_text())
     assert on_disk == result
-    assert result["status"] == "finished" and result["config"]["model"] == model
+    assert result["status"] == "finished" and result["config"]["method"] == model
     assert len(result["acc_matrix"]["class_il"]) == 5
     assert [len(row) for row in result["acc_matrix"]["task_il"]] == [1, 2, 3, 4, 5]
     for kind in ("class_il", "task_il"):
@@ -72,7 +72,7 @@ def test_every_method_gives_finite_metrics_and_a_complete_result(tmp_path, tiny_
 
 def test_non_finite_loss_fails_naming_task_and_step_without_result(tmp_path, tiny_cfg):
     with pytest.raises(TrainingError, match=r"non-finite loss .* task 1/5, epoch 1, step \d+"):
-        run_trial(tiny_cfg(model="er", lr=1e30), tmp_path)
+        run_trial(tiny_cfg(method="er", lr=1e30), tmp_path)
     assert not (tmp_path / RESULT_FILE).exists()
 
 
@@ -96,7 +96,7 @@ def test_offline_learning_rate_follows_the_multistep_schedule_every_stage(tmp_pa
 def test_a_fresh_optimizer_replaces_the_old_one_inside_backward(tiny_cfg):
     """On the CPU the update runs inside backward; after reset_optimizer (every offline task and
     stage) each parameter is still updated exactly once per backward, at the new rate."""
-    cfg = tiny_cfg(model="er").resolved()
+    cfg = tiny_cfg(method="er").resolved()
     dataset, method = build_trial(cfg, torch.device("cpu"))
     method.reset_optimizer(0.5)
     method.reset_optimizer(0.1)
@@ -137,7 +137,7 @@ def test_deterministic_is_recorded_changes_the_id_and_leaves_old_ids_alone(tmp_p
     import hashlib, json as _json
     from engine.config import RUNTIME_FIELDS
     plain = tiny_cfg().resolved()
-    old_payload = {k: v for k, v in plain.to_dict().items()
+    old_payload = {{"method": "model"}.get(k, k): v for k, v in plain.to_dict().items()   # schema-1 names
                    if k not in RUNTIME_FIELDS + ("deterministic", "precision")}
     assert plain.trial_id() == hashlib.sha1(_json.dumps(old_payload, sort_keys=True, default=str)
                                             .encode()).hexdigest()[:12]          # ids from before the field
@@ -161,8 +161,8 @@ def test_a_bf16_trial_runs_every_layer_is_recorded_and_gets_its_own_id(tmp_path,
     from conftest import TINY_SYNTH
 
     data = {**TINY_SYNTH, "image_size": 16}                            # IN needs maps larger than 1x1
-    fp32 = tiny_cfg(norm=norm, model="derpp", data_args=data)
-    bf16 = tiny_cfg(norm=norm, model="derpp", data_args=data, precision="bf16")
+    fp32 = tiny_cfg(norm=norm, method="derpp", data_args=data)
+    bf16 = tiny_cfg(norm=norm, method="derpp", data_args=data, precision="bf16")
     assert bf16.resolved().trial_id() != fp32.resolved().trial_id()
     result = run_trial(bf16, tmp_path)
     assert result["config"]["precision"] == "bf16"

@@ -16,9 +16,9 @@ def live_tensors():
 @pytest.mark.parametrize("model", ["derpp", "lucir"])
 def test_a_finished_trial_frees_its_network_buffer_and_data(tmp_path, tiny_cfg, model):
     setting = "offline" if model == "lucir" else "online"
-    run_trial(tiny_cfg(model=model, setting=setting, seed=0), tmp_path / "warm")  # lazy caches fill once
+    run_trial(tiny_cfg(method=model, setting=setting, seed=0), tmp_path / "warm")  # lazy caches fill once
     before = live_tensors()
-    run_trial(tiny_cfg(model=model, setting=setting, seed=1), tmp_path / "one")
+    run_trial(tiny_cfg(method=model, setting=setting, seed=1), tmp_path / "one")
     assert live_tensors() == before, "tensors of a finished trial are still alive"
 
 
@@ -26,7 +26,7 @@ def test_thirty_trials_in_one_process_do_not_grow_resident_memory(tmp_path, tiny
     def peak_kib():  # ru_maxrss is KiB on Linux; a leak raises the peak trial after trial
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
-    cfg = dict(model="derpp", norm="tbbn")
+    cfg = dict(method="derpp", norm="tbbn")
     for seed in range(5):
         run_trial(tiny_cfg(seed=seed, **cfg), tmp_path / f"warm{seed}")
     start = peak_kib()

@@ -91,21 +91,21 @@ class Method:
     # ---- configuration --------------------------------------------------------------------
     @classmethod
     def resolve_options(cls, given: Mapping[str, Any]) -> dict[str, Any]:
-        return resolve_options(f"model {cls.__name__}", cls.OPTIONS, given)
+        return resolve_options(f"method {cls.__name__}", cls.OPTIONS, given)
 
     @classmethod
     def check_config(cls, cfg) -> None:
         """Cross-field checks on a resolved config, before anything runs."""
         if cls.uses_buffer:
             if cfg.buffer_size <= 0:
-                raise ConfigError(f"buffer_size={cfg.buffer_size} must be positive for model {cfg.model}")
+                raise ConfigError(f"buffer_size={cfg.buffer_size} must be positive for method {cfg.method}")
             if not cfg.minibatch_size:
-                raise ConfigError(f"minibatch_size={cfg.minibatch_size} must be positive for model {cfg.model}")
+                raise ConfigError(f"minibatch_size={cfg.minibatch_size} must be positive for method {cfg.method}")
             if cfg.buffer_mode == "ring" and cfg.n_tasks and cfg.buffer_size < cfg.n_tasks:
                 raise ConfigError(f"ring buffer_size={cfg.buffer_size} is smaller than n_tasks={cfg.n_tasks}: "
                                   "every task needs at least one slot")
             if cfg.buffer_mode == "herding" and cls.store is not Method.store:
-                raise ConfigError(f"model {cfg.model} stores per-step extras (e.g. logits), but buffer_mode "
+                raise ConfigError(f"method {cfg.method} stores per-step extras (e.g. logits), but buffer_mode "
                                   "herding selects exemplars at task end; use reservoir or ring")
             if getattr(buffers.REGISTRY.get(cfg.buffer_mode), "selects_at_task_end", False):
                 n_classes = datasets.REGISTRY.get(cfg.dataset).geometry(cfg.data_args)[0]

@@ -3,7 +3,7 @@
 Reads `results/<sweep>/<trial_id>/` directories (docs/architecture.md; the file names, the
 schema and the validating reader are engine.results', the contract the engine and the ledger share):
   config.json  written when the trial is planned   -> pending until one of the two below exists
-  result.json  schema "normsweep.result/1"         -> finished (the only proof a trial is done)
+  result.json  schema "normsweep.result/2"         -> finished (the only proof a trial is done)
   error.json   {"trial_id", "error", "log_file"}   -> failed
 A result.json without config.json (engine run by hand) counts. A result.json that cannot be read
 or is not ours is skipped with a warning naming the file; its trial is listed as "corrupt".
@@ -14,7 +14,7 @@ Writes, under the output directory (the sweep directory unless told otherwise):
   missing.csv  trials that did not finish: trial id, status, error, log file
   tables/<dataset>_<setting>[_task_il_faa|_class_il_ffm].{csv,md}  and  ..._grid.{csv,md}
   tables/<dataset>_<setting>_paired.{csv,md}  every layer minus the baseline, paired by seed
-  plots/<dataset>_<setting>_<model>_buf<size>.png, plots/<dataset>_<setting>_final_class_il_faa.png,
+  plots/<dataset>_<setting>_<method>_buf<size>.png, plots/<dataset>_<setting>_final_class_il_faa.png,
   plots/<dataset>_<setting>_paired.png
 
 CLI: python -m orchestrator.report results/<sweep> [--out DIR] [--baseline LAYER]

@@ -9,7 +9,7 @@ from orchestrator.report.base import (DEFAULT_BASELINE, GRID_NOTE, MAIN_METRIC, 
                                       sort_rows)
 from orchestrator.report.load import group_columns
 
-MISSING_COLUMNS = ("trial_id", "status", "error", "log_file", "dataset", "setting", "model",
+MISSING_COLUMNS = ("trial_id", "status", "error", "log_file", "dataset", "setting", "method",
                    "buffer_size", "norm", "norm_options", "seed", "trial_dir")
 
 
@@ -49,9 +49,9 @@ def build_sections(summary: pd.DataFrame, trials: pd.DataFrame,
 
 
 def _row_keys(part: pd.DataFrame, keys: list[str]) -> list[str]:
-    """model, buffer_size, and any other non-norm config column that varies inside one of them
+    """method, buffer_size, and any other non-norm config column that varies inside one of them
     (e.g. buffer_mode or lr), so no table cell mixes two configs."""
-    fixed = ["model", "buffer_size"]
+    fixed = ["method", "buffer_size"]
     candidates = [c for c in keys if c not in (*fixed, "dataset", "setting", "norm", "norm_options")
                   and not c.startswith("norm.")]
     by_row = part.groupby(fixed, dropna=False)

@@ -34,7 +34,7 @@ class Section:
     """One dataset x setting: the table cells (best grid point for gridded layers) and the choices."""
     dataset: str
     setting: str
-    row_keys: list[str]        # model, buffer_size, plus any other config column varying inside them
+    row_keys: list[str]        # method, buffer_size, plus any other config column varying inside them
     cells: pd.DataFrame        # summary rows, one per table row x norm
     grid: pd.DataFrame         # the chosen grid point per table row x gridded norm (may be empty)
     values: pd.DataFrame       # per-seed metrics by (_key, seed): what pairing aligns on

@@ -13,7 +13,8 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from engine.results import CONFIG_FILE, ERROR_FILE, METRICS, RESULT_FILE, SCENARIOS, load_json, load_result
+from engine.results import (CONFIG_FILE, ERROR_FILE, METRICS, RESULT_FILE, SCENARIOS, load_json, load_result,
+                            upgrade_config)
 from orchestrator.report.base import METRIC_COLUMNS, ReportError, ReportWarning, sort_rows
 
 # Dict-valued config fields become one column per option: norm_args.kappa -> norm.kappa.
@@ -22,7 +23,7 @@ OPTION_PREFIXES = {"norm_args": "norm.", "method_args": "method.", "data_args": 
 # (device is not a config column: trials.csv's `device` is where the trial actually ran, and its
 # kind, `device_kind`, is grouped on: CPU and GPU runs of one config do not compute the same numbers.)
 NOT_GROUPED = ("seed", "data_root")
-HEAD_COLUMNS = ("trial_id", "status", "dataset", "setting", "model", "buffer_mode", "buffer_size",
+HEAD_COLUMNS = ("trial_id", "status", "dataset", "setting", "method", "buffer_mode", "buffer_size",
                 "norm", "norm_options", "device_kind")
 RUNTIME_COLUMNS = ("wall_time_s", "steps", "steps_per_s", "device", "device_uuid", "run_name", "log_file",
                    "error", "trial_dir")
@@ -60,7 +61,7 @@ def read_trial(trial_dir: Path) -> dict[str, Any] | None:
         status = "corrupt" if problem else "pending"
     planned, failure_info = planned or {}, failure or {}
     config = result["config"] if result else planned.get("config")
-    config = config if isinstance(config, dict) else {}
+    config = upgrade_config(config) if isinstance(config, dict) else {}   # a pending trial of an older sweep
     kind = device_kind(result.get("device")) if result else None
     row: dict[str, Any] = {
         "trial_id": _first(result and result.get("trial_id"), planned.get("trial_id"),
@@ -179,7 +180,7 @@ def _trials_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     if df.empty:
         return df
-    return sort_rows(df, [c for c in ("dataset", "setting", "model", "buffer_size", "norm",
+    return sort_rows(df, [c for c in ("dataset", "setting", "method", "buffer_size", "norm",
                                       "norm_options", "seed", "trial_id") if c in df])
 
 

@@ -130,9 +130,9 @@ def _line_label(row: pd.Series) -> str:
 
 def _row_title(section: Section, row_vals: Any) -> tuple[str, str]:
     values = dict(zip(section.row_keys, as_tuple(row_vals)))
-    extra = [(k, fmt_value(v)) for k, v in values.items() if k not in ("model", "buffer_size")]
-    model, size = fmt_value(values["model"]), fmt_value(values["buffer_size"])
-    title = " / ".join([section.dataset, section.setting, model, f"buffer {size}",
+    extra = [(k, fmt_value(v)) for k, v in values.items() if k not in ("method", "buffer_size")]
+    method, size = fmt_value(values["method"]), fmt_value(values["buffer_size"])
+    title = " / ".join([section.dataset, section.setting, method, f"buffer {size}",
                         *(f"{k}={v}" for k, v in extra)])
-    stem = "_".join([section.name, model, f"buf{size}", *(f"{k}-{v}" for k, v in extra)])
+    stem = "_".join([section.name, method, f"buf{size}", *(f"{k}-{v}" for k, v in extra)])
     return title, slug(stem)

@@ -1,11 +1,11 @@
 """What a sweep is: flags (CLI, preset YAML, defaults) -> a `SweepSpec` -> resolved trials.
 
 Pure: no Ray, no files written. Every trial is an engine `TrialConfig` resolved by the engine
-itself, so bad input (unknown dataset/model/norm, an option a norm does not take) surfaces
+itself, so bad input (unknown dataset/method/norm, an option a norm does not take) surfaces
 here as the engine's one-line `ConfigError`, before anything starts. A trial's identity is
 `cfg.trial_id()`: a stable hash of what it computes, which is how a re-run knows what is done.
 
-Grid order follows AdaB2N's run.py: seed x dataset x norm x model x buffer size x norm grid
+Grid order follows AdaB2N's run.py: seed x dataset x norm x method x buffer size x norm grid
 (x any `--trial_args` alternatives), seed outermost so that seed 0 of everything finishes first.
 """
 from orchestrator.sweep.grid import (DATASET_NORM_GRIDS, DEFAULT_BUFFER_SIZES, DEFAULT_NORM_GRIDS, PlannedTrial,

@@ -57,7 +57,7 @@ def expand(spec: SweepSpec) -> list[PlannedTrial]:
                 for extra in itertools.product(*(vals for _, vals in trial_axes)):
                     extras = dict(zip((k for k, _ in trial_axes), extra))
                     cfg = TrialConfig.from_dict(dict(
-                        dataset=dataset, model=method, norm=norm, seed=seed, buffer_size=buf,
+                        dataset=dataset, method=method, norm=norm, seed=seed, buffer_size=buf,
                         buffer_mode=spec.buffer_mode, setting=spec.setting, epochs=spec.epochs,
                         bs=spec.bs, norm_args=point, data_args=data_args_for(spec, dataset_key),
                         data_root=spec.data_root, deterministic=spec.deterministic,
@@ -124,17 +124,17 @@ def data_args_for(spec: SweepSpec, dataset: str) -> dict[str, Any]:
 
 
 def run_name(cfg: TrialConfig, grid_point: Mapping[str, Any], varying: list[str]) -> str:
-    """run.py's name: `{dataset}_ep{epochs}_{model}_buf{size}_{norm}[_{opt}{value}]_seed{s}_{mode}`,
+    """run.py's name: `{dataset}_ep{epochs}_{method}_buf{size}_{norm}[_{opt}{value}]_seed{s}_{mode}`,
     plus `_offline` and any swept --trial_args, so names stay unique within a sweep."""
-    name = (f"{cfg.dataset}_ep{cfg.epochs}_{cfg.model}_buf{cfg.buffer_size}_{_norm_label(cfg, grid_point)}"
+    name = (f"{cfg.dataset}_ep{cfg.epochs}_{cfg.method}_buf{cfg.buffer_size}_{_norm_label(cfg, grid_point)}"
             f"_seed{cfg.seed}_{cfg.buffer_mode}")
     return name + _suffix(cfg, varying)
 
 
 def wandb_name(cfg: TrialConfig, grid_point: Mapping[str, Any], varying: list[str]) -> str:
-    """run.py's --wandb_name: `{model}{size}_{norm}[_{opt}{value}]` (seeds share it; the W&B
+    """run.py's --wandb_name: `{method}{size}_{norm}[_{opt}{value}]` (seeds share it; the W&B
     project is per dataset, the group is the sweep)."""
-    return f"{cfg.model}{cfg.buffer_size}_{_norm_label(cfg, grid_point)}" + _suffix(cfg, varying)
+    return f"{cfg.method}{cfg.buffer_size}_{_norm_label(cfg, grid_point)}" + _suffix(cfg, varying)
 
 
 def _norm_label(cfg: TrialConfig, grid_point: Mapping[str, Any]) -> str:
@@ -157,11 +157,11 @@ def summarize_grid(spec: SweepSpec, trials: list[PlannedTrial]) -> list[str]:
     lines = [
         f"  seeds        {len(spec.seeds)}: {', '.join(map(str, spec.seeds))}",
         f"  datasets     {len(spec.datasets)}: {', '.join(spec.datasets)}  (setting {spec.setting})",
-        f"  models       {len(spec.methods)}: {', '.join(spec.methods)}",
+        f"  methods      {len(spec.methods)}: {', '.join(spec.methods)}  (--models)",
         "  buffer sizes " + "; ".join(f"{d}: {', '.join(map(str, b))}" for d, b in bufs.items())
         + f"  ({spec.buffer_mode})",
-        "  layers       " + ", ".join(f"{k} x{v}" if v != "1" else k for k, v in grid_norms.items())
-        + "   (xN: points of the layer's hyper-grid)",
+        "  norms        " + ", ".join(f"{k} x{v}" if v != "1" else k for k, v in grid_norms.items())
+        + "   (--methods; xN: points of the layer's hyper-grid)",
     ]
     for key, values in spec.trial_args.items():
         lines.append(f"  {key:<12} {len(values)}: {', '.join(map(str, values))}")

@@ -20,7 +20,7 @@ PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "sweeps"
 DEFAULTS: dict[str, Any] = defaults("axis")
 
 # Fields the grid itself sets; --trial_args may not set them (each has its own flag).
-GRID_FIELDS = ("dataset", "model", "norm", "seed", "buffer_size", "buffer_mode", "setting",
+GRID_FIELDS = ("dataset", "method", "norm", "seed", "buffer_size", "buffer_mode", "setting",
                "epochs", "bs", "norm_args", "data_args", "device", "data_root", "deterministic",
                "precision")
 
@@ -29,7 +29,7 @@ GRID_FIELDS = ("dataset", "model", "norm", "seed", "buffer_size", "buffer_mode",
 class SweepSpec:
     """The axes of a sweep, already parsed (lists, dicts), not yet validated by the engine."""
     datasets: tuple[str, ...]
-    methods: tuple[str, ...]                        # CL methods (flag --models, TrialConfig.model)
+    methods: tuple[str, ...]                        # CL methods (flag --models, TrialConfig.method)
     norms: tuple[str, ...]                          # normalization layers (flag --methods)
     seeds: tuple[int, ...]
     buffer_sizes: tuple[int, ...] | None            # None: per-dataset defaults
@@ -83,11 +83,11 @@ def spec_from_flags(flags: Mapping[str, Any]) -> SweepSpec:
         raise ConfigError(f"--setting {f['setting']!r}; choose one of: {', '.join(SETTINGS)}")
     buffer_mode = _buffer_mode(f["buffer_mode"])
     return SweepSpec(
-        datasets=_names("--datasets", f["datasets"]),
+        datasets=_names("--datasets", f["datasets"], "datasets"),
         # run.py's flag names stay at the parser and in presets; in the code, `methods` are the CL
         # methods and `norms` the normalization layers, from here on
-        methods=_names("--models", f["models"]),
-        norms=_names("--methods", f["methods"]),
+        methods=_names("--models", f["models"], "methods"),
+        norms=_names("--methods", f["methods"], "norms"),
         seeds=_seeds(f["seeds"], f["num_seeds"]),
         buffer_sizes=None if f["buffer_sizes"] is None else tuple(
             _int("--buffer_sizes", b, low=0) for b in _as_list(f["buffer_sizes"])),

@@ -1,6 +1,7 @@
 """Flag values -> Python values, each with the one-line ConfigError that names the flag."""
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from engine.errors import ConfigError
@@ -28,10 +29,18 @@ def _dataset_key(name: str) -> str:
     return datasets.REGISTRY.canonical(str(name).strip())
 
 
-def _names(flag: str, value: Any) -> tuple[str, ...]:
+def _names(flag: str, value: Any, registry: str) -> tuple[str, ...]:
+    """The names given to `flag`, each known to engine.<registry>; the error names the flag, since
+    run.py's --methods are norms and --models methods."""
     names = tuple(dict.fromkeys(str(v).strip() for v in _as_list(value) if str(v).strip()))
     if not names:
         raise ConfigError(f"{flag} is empty; give at least one name")
+    known = importlib.import_module(f"engine.{registry}").REGISTRY
+    for name in names:
+        try:
+            known.canonical(name)
+        except ConfigError as exc:
+            raise ConfigError(f"{flag}: {exc}") from None
     return names
 
 
@@ -100,5 +109,5 @@ def _literal(text: str) -> Any:
 
 
 def _flag_of(field_name: str) -> str:
-    return {"dataset": "datasets", "model": "models", "norm": "methods", "seed": "seeds",
+    return {"dataset": "datasets", "method": "models", "norm": "methods", "seed": "seeds",
             "buffer_size": "buffer_sizes", "norm_args": "norm_grid"}.get(field_name, field_name)
