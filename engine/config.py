@@ -38,7 +38,7 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
 # Fields that say where/how a trial runs, not what it computes: excluded from the trial id.
 RUNTIME_FIELDS = ("device", "data_root")
 # Fields added after trials were run: left out of the id at their default, so old ids stay.
-ID_WHEN_SET = {"deterministic": False, "precision": "fp32"}
+ID_WHEN_SET = {"deterministic": False, "precision": "fp32", "compile": False}
 # Fields renamed after trials were run: the id hashes their first name, so old ids stay.
 ID_NAMES = {"method": "model"}
 OPTION_FIELDS = ("norm_args", "method_args", "data_args")
@@ -88,6 +88,8 @@ class TrialConfig:
                                  "off; engine/device.py)", action="store_true")
     precision: str = _field("fp32", "fp32 or bf16: forward and loss under autocast; norm statistics, parameters "
                             "and optimizer stay fp32 (engine/device.py)", choices=PRECISIONS)
+    compile: bool = _field(False, "torch.compile the training forward (inductor; on CUDA mode reduce-overhead, "
+                           "CUDA graphs). Slower on the CPU: benchmarks/RESULTS.md", action="store_true")
 
     def __post_init__(self) -> None:
         if self.setting not in SETTINGS:
@@ -111,8 +113,9 @@ class TrialConfig:
             object.__setattr__(self, "lr_milestones", milestones)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"unknown device {self.device!r}; choose one of: auto, cpu, cuda, cuda:N")
-        if not isinstance(self.deterministic, bool):
-            raise ConfigError(f"deterministic={self.deterministic!r} must be true or false")
+        for name in ("deterministic", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
         for name in OPTION_FIELDS:

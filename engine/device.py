@@ -95,6 +95,13 @@ def cpu_flags() -> set[str]:
         return set()
 
 
+def compiled(forward, device: torch.device):
+    """`forward` under torch.compile (--compile): inductor kernels; on CUDA mode "reduce-overhead",
+    CUDA graphs, which fit because a task's batch shapes are fixed (`dynamic=False`: one graph
+    per layout, recompiled when the task or the replay split changes)."""
+    return torch.compile(forward, dynamic=False, mode="reduce-overhead" if device.type == "cuda" else None)
+
+
 def update_in_backward(device: torch.device) -> bool:
     return UPDATE_IN_BACKWARD.get(device.type, False)
 

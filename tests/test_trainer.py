@@ -138,7 +138,7 @@ def test_deterministic_is_recorded_changes_the_id_and_leaves_old_ids_alone(tmp_p
     from engine.config import RUNTIME_FIELDS
     plain = tiny_cfg().resolved()
     old_payload = {{"method": "model"}.get(k, k): v for k, v in plain.to_dict().items()   # schema-1 names
-                   if k not in RUNTIME_FIELDS + ("deterministic", "precision")}
+                   if k not in RUNTIME_FIELDS + ("deterministic", "precision", "compile")}
     assert plain.trial_id() == hashlib.sha1(_json.dumps(old_payload, sort_keys=True, default=str)
                                             .encode()).hexdigest()[:12]          # ids from before the field
     det = tiny_cfg(deterministic=True)

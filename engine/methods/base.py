@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine import buffers, datasets, norms
-from engine.device import autocast, eval_chunk, update_in_backward
+from engine.device import autocast, compiled, eval_chunk, update_in_backward
 from engine.errors import ConfigError
 from engine.folding import folded
 from engine.norms import BatchLayout
@@ -87,6 +87,10 @@ class Method:
         self.memory_at_task_end = self.buffer is not None and (self.memory_stream or herding)
         self.prepare_net()
         self.opt = self.make_optimizer()
+        # the training forward (the backbone alone where the loss reads features); evaluation and
+        # copies of the network (old_net, the folded net) stay eager
+        forward = self.net.features if self.needs_features else self.net
+        self.train_forward = compiled(forward, device) if cfg.compile else forward
 
     # ---- configuration --------------------------------------------------------------------
     @classmethod
@@ -165,10 +169,10 @@ class Method:
         norms.set_layout(self.net, BatchLayout(batch.n_current, batch.task_ids, self.task))
         with autocast(self.device, self.cfg.precision):   # fp32: a no-op
             if self.needs_features:
-                batch.features = self.net.features(batch.x)
+                batch.features = self.train_forward(batch.x)
                 logits = self.net.head(batch.features)
             else:
-                logits = self.net(batch.x)
+                logits = self.train_forward(batch.x)
             loss = self.loss(logits, batch)
             if batch.replay or not self.aux_loss_needs_replay:
                 loss = norms.add_aux_loss(self.net, loss)
