@@ -89,7 +89,7 @@ class TrialConfig:
     precision: str = _field("fp32", "fp32 or bf16: forward and loss under autocast; norm statistics, parameters "
                             "and optimizer stay fp32 (engine/device.py)", choices=PRECISIONS)
     compile: bool = _field(False, "torch.compile the training forward (inductor; on CUDA mode reduce-overhead, "
-                           "CUDA graphs). Slower on the CPU: benchmarks/RESULTS.md", action="store_true")
+                           "CUDA graphs). No faster on the CPU (benchmarks/RESULTS.md)", action="store_true")
 
     def __post_init__(self) -> None:
         if self.setting not in SETTINGS:
