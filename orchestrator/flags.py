@@ -95,6 +95,9 @@ FLAGS: tuple[Flag, ...] = (
          "local GPUs: as many per GPU as fit under --usage_threshold of its memory, by estimate; 1 on a joined "
          "cluster; 0 without GPUs)", "run", type=NONNEGATIVE),
     Flag("cpus_per_trial", 1.0, "CPUs per trial", "run", type=POSITIVE),
+    Flag("process_per_trial", False, "start a fresh trial process for every trial, so the dashboard's Actors "
+         "page and task names name every trial (a reused process keeps its first trial's name); costs the "
+         "interpreter and torch start, ~5 s a trial", "run", switch=True),
     Flag("max_failures", 2, "retries of a crashed trial (default {default}); a non-finite loss is never "
          "retried", "run", type=NONNEGATIVE_INT),
     Flag("fail_fast", 3, "stop the sweep once this many trials failed with the same config, data or code error "

@@ -302,3 +302,14 @@ def test_kill_9_of_the_launcher_then_rerun_finishes_the_rest_and_new_seeds_only(
             os.killpg(first.pid, signal.SIGKILL)   # Ray helpers of the killed launcher, if any linger
         except ProcessLookupError:
             pass
+
+
+@pytest.mark.slow
+def test_process_per_trial_gives_every_trial_its_own_process(tmp_path):
+    """--process_per_trial: no trial process is reused, so Ray names each after its one trial."""
+    run = launch([*TINY, "--num_seeds", "3", "--cpus_per_trial", "1", "--process_per_trial", "--nowandb", "--yes",
+                  "--name", "fresh", "--results_dir", str(tmp_path)], tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    logs = sorted((tmp_path / "fresh" / "_logs").glob("*.txt"))
+    pids = [re.search(r"start: pid (\d+)", p.read_text()).group(1) for p in logs]
+    assert len(logs) == 3 and len(set(pids)) == 3
