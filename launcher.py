@@ -226,7 +226,7 @@ def _launch(pending, n_done: int, sweep_dir, run: dict) -> int:
             pool = cluster.gpu_pool(info, opts, shares[-1], say=print)
             outcome = runner.run_sweep(pending, sweep_dir, runner.RunOptions(
                 cpus_per_trial=run["cpus_per_trial"], gpus_per_trial=gpus_per_trial, gpu_pool=pool,
-                gpu_shares=packed.shares, reuse_actors=not run["process_per_trial"],
+                gpu_shares=packed.shares, process_per_trial=run["process_per_trial"],
                 max_failures=run["max_failures"], fail_fast=run["fail_fast"], coldsecs=run["coldsecs"], logdir=run["logdir"],
                 wandb_mode=wandb_mode, wandb_project=run["wandb_project"]), already_done=n_done)
     except ConfigError as exc:

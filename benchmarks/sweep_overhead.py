@@ -34,7 +34,7 @@ TINY = {"seq-synth": {"train_per_class": 8, "test_per_class": 4, "image_size": 8
 VARIANTS = {  # name -> RunOptions overrides
     "default": {},                                   # the launcher's defaults, --nowandb
     "wandb": {"wandb_mode": "offline"},              # + one offline W&B run per trial
-    "no_reuse": {"reuse_actors": False},             # a fresh trial process per trial
+    "no_reuse": {"process_per_trial": True},         # a fresh trial process per trial
 }
 
 

@@ -53,7 +53,7 @@ class RunOptions:
     logdir: Path | None = None           # None: <sweep>/_logs
     wandb_mode: str = "disabled"         # online | offline | disabled (tracking.choose_mode)
     wandb_project: str = DEFAULT["wandb_project"]
-    reuse_actors: bool = True            # one process runs many trials: no interpreter start per trial
+    process_per_trial: bool = DEFAULT["process_per_trial"]   # False: one process runs many trials (Tune's reuse)
     fail_fast: int = DEFAULT["fail_fast"]       # stop after this many trials fail the same way (0: never)
     progress_every_s: float = 30.0
     # Trials per Tune experiment (0: max(1000, 50 x the trials the cluster runs at once)). Tune
@@ -131,7 +131,7 @@ def _tuner(trainable, payloads: list[TrialPayload], name: str, sweep: SweepDir, 
     return tune.Tuner(
         tune.with_resources(trainable, trial_resources(opts)),
         tune_config=tune.TuneConfig(search_alg=PendingTrials(payloads, opts.gpu_pool), num_samples=len(payloads),
-                                    reuse_actors=opts.reuse_actors,
+                                    reuse_actors=not opts.process_per_trial,
                                     trial_name_creator=lambda t: t.config["run_name"],
                                     trial_dirname_creator=lambda t: t.config["trial_id"]),
         run_config=tune.RunConfig(
