@@ -52,9 +52,8 @@ FIXED = ["ln", "in", "gn", "cn", "brn"]
 class RepeatTBBN(TaskBalancedBN):
     """TBBN exactly as written in algorithms.md: fold, repeat the memory rows r times, BN, unfold."""
 
-    def _train_split(self, x: torch.Tensor, layout, r: int) -> torch.Tensor:
+    def _train_split(self, x: torch.Tensor, n_c: int, r: int) -> torch.Tensor:
         n, c, h, w = x.shape
-        n_c = layout.n_current
         z = torch.cat((x[:n_c].reshape(n_c // r, c * r, h, w), x[n_c:].repeat(1, r, 1, 1)))
         rm, rv = self.running_mean.repeat(r), self.running_var.repeat(r)
         zn = F.batch_norm(z, rm, rv, self.weight.repeat(r), self.bias.repeat(r), True, self._count_batch(), self.eps)

@@ -373,3 +373,41 @@ def test_under_bf16_autocast_a_layer_keeps_its_statistics_in_fp32(name):
         assert all(b.dtype != torch.bfloat16 for b in buffers.values())
         stats[precision] = torch.cat([b for n, b in buffers.items() if n.endswith(("running_mean", "running_var"))])
     assert (stats["bf16"] - stats["fp32"]).abs().max() < 1e-3
+
+
+# ------------------------------------------------- the forms torch.compile traces
+def _outputs_and_grads(fn, *inputs):
+    """fn's (out, mean, var) and the gradients of a fixed function of all three, for every input."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
+    outs = fn(*leaves)
+    loss = sum((o * torch.cos(torch.arange(o.numel(), dtype=o.dtype)).view_as(o)).sum()
+               for o in outs if o.requires_grad)
+    return [o.detach() for o in outs] + list(torch.autograd.grad(loss, leaves))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("r", [2, 4, 8])
+def test_tbbn_traced_form_is_the_function(fmt, r):
+    """Under torch.compile TBBN runs `_tbbn_ops` (out-of-place ops, autograd's backward): it must
+    compute what the eager Function computes, outputs and gradients."""
+    from engine.norms.tbbn import _TBBNFunction, _tbbn_ops
+    bn = make_bn(5)
+    x = rand(64, 5, 3, 3).contiguous(memory_format=fmt)
+    eager = _outputs_and_grads(lambda x, w, b: _TBBNFunction.apply(x, w, b, 48, r, bn.eps), x, bn.weight, bn.bias)
+    traced = _outputs_and_grads(lambda x, w, b: _tbbn_ops(x, 48, r, w, b, bn.eps), x, bn.weight, bn.bias)
+    for a, b in zip(traced, eager):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_adab2n_traced_form_is_the_function(fmt):
+    """The same for AdaB2N's weighted BN, whose mean and variance are differentiable outputs
+    (the regularizer reads them) and whose row weights get gradients (theta's)."""
+    from engine.norms.adab2n import _WeightedBNFunction, _weighted_bn_ops
+    bn = make_bn(5)
+    x = rand(30, 5, 3, 3).contiguous(memory_format=fmt)
+    w = torch.rand(30, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    eager = _outputs_and_grads(lambda *a: _WeightedBNFunction.apply(*a, bn.eps), x, w, bn.weight, bn.bias)
+    traced = _outputs_and_grads(lambda *a: _weighted_bn_ops(*a, bn.eps), x, w, bn.weight, bn.bias)
+    for a, b in zip(traced, eager):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

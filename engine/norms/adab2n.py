@@ -16,7 +16,7 @@ from torch.autograd.function import once_differentiable
 
 from engine.norms import REGISTRY, NormContext
 from engine.norms.common import LayoutNorm, channel_view, memory_format
-from engine.norms.layout import BatchLayout
+from engine.norms.layout import BatchLayout, TaskRows
 from engine.options import Option
 
 
@@ -27,13 +27,12 @@ def adab2n_weights(task_ids: torch.Tensor, task: int, theta: torch.Tensor, renor
     the weights sum below 1 unless `renormalize`. Rows of a task above t get weight 0.
     """
     layout = BatchLayout(n_current=0, task_ids=task_ids, task=task)
-    return layout_weights(layout, theta, renormalize)
+    return row_weights(layout.task_rows(theta.shape[0], theta.dtype), theta, renormalize)
 
 
-def layout_weights(layout: BatchLayout, theta: torch.Tensor, renormalize: bool) -> torch.Tensor:
+def row_weights(rows: TaskRows, theta: torch.Tensor, renormalize: bool) -> torch.Tensor:
     # one-hot rows x tasks instead of scatter/index ops: deterministic on every device, gradients
     # by matmul; the one-hot and counts are the layout's, shared by the layers of one forward
-    rows = layout.task_rows(theta.shape[0], theta.dtype)
     alpha = torch.where(rows.seen, theta.exp() + rows.counts, torch.zeros_like(theta))
     w = rows.one_hot @ (alpha / alpha.sum() / rows.counts.clamp_min(1))
     return w / w.sum() if renormalize else w
@@ -92,8 +91,26 @@ class _WeightedBNFunction(torch.autograd.Function):
 
 def weighted_batch_norm(x: torch.Tensor, w: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
                         eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Normalize x by its row-weighted mean and (biased) variance; returns (out, mean, var)."""
-    return _WeightedBNFunction.apply(x, w.to(x.dtype), weight, bias, eps)
+    """Normalize x by its row-weighted mean and (biased) variance; returns (out, mean, var).
+
+    Eagerly the autograd Function (BN's memory); under torch.compile the same statistics as plain
+    tensor ops, whose backward the compiler derives and fuses (dynamo cannot trace the Function's
+    writes into views of its output)."""
+    w = w.to(x.dtype)
+    if torch.compiler.is_compiling():
+        return _weighted_bn_ops(x, w, weight, bias, eps)
+    return _WeightedBNFunction.apply(x, w, weight, bias, eps)
+
+
+def _weighted_bn_ops(x, w, weight, bias, eps):
+    """`_WeightedBNFunction`'s forward in out-of-place ops, differentiated by autograd."""
+    mean = w @ x.mean((2, 3))
+    centred = x - mean[:, None, None]
+    var = w @ centred.square().mean((2, 3))
+    scale = torch.rsqrt(var + eps)
+    scale = scale if weight is None else scale * weight
+    out = centred * scale[:, None, None]
+    return (out if bias is None else out + bias[:, None, None]), mean, var
 
 
 class AdaB2N(LayoutNorm):
@@ -141,28 +158,35 @@ class AdaB2N(LayoutNorm):
         last.copy_(eta)
         return eta
 
+    def plan(self, layout: BatchLayout) -> tuple[TaskRows | None, bool]:
+        """(the rows by task, None at task 0: plain batch statistics; whether the regularizer is on)."""
+        rows = None if layout.task == 0 else layout.task_rows(self.theta.shape[0], self.theta.dtype)
+        return rows, layout.task >= self.ada_t0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._reg = None
         if not self.training:
             return self._bn_eval(x)
-        layout = self._take_layout(x.shape[0])
-        if layout is None:
+        plan = self._take_plan(x.shape[0])
+        if plan is None:
             return self._bn_train(x)
-        out, mean, var = weighted_batch_norm(x, self._row_weights(x, layout), self.weight, self.bias, self.eps)
+        rows, regularize = plan
+        w = (torch.full((x.shape[0],), 1.0 / x.shape[0], dtype=x.dtype, device=x.device) if rows is None
+             else row_weights(rows, self.theta, self.renormalize))
+        out, mean, var = weighted_batch_norm(x, w, self.weight, self.bias, self.eps)
         eta = self.next_eta()
         with torch.no_grad():
             self.running_mean.add_((mean - self.running_mean) * eta)
             self.running_var.mul_(1 - eta).add_(var * eta)
-        if layout.task >= self.ada_t0:
-            # against the updated running stats, cloned so a later in-place update cannot break backward
-            reg = F.mse_loss(mean, self.running_mean.clone()) + F.mse_loss(var, self.running_var.clone())
+        if regularize:
+            # mse(mu, running_mean) + mse(var, running_var), against the updated running stats. The
+            # stack copies them (a later in-place update cannot break backward), and one loss over
+            # both is what torch.compile gets right: inductor's gradient of the sum of two losses
+            # against two cloned, just-updated buffers is wrong (torch 2.14.1; tests/test_compile.py)
+            reg = F.mse_loss(torch.stack((mean, var)), torch.stack((self.running_mean, self.running_var)),
+                             reduction="sum") / self.num_features
             self._reg = self.lambd * reg
         return out
-
-    def _row_weights(self, x: torch.Tensor, layout: BatchLayout) -> torch.Tensor:
-        if layout.task == 0:  # plain biased batch statistics
-            return torch.full((x.shape[0],), 1.0 / x.shape[0], dtype=x.dtype, device=x.device)
-        return layout_weights(layout, self.theta, self.renormalize)
 
 
 OPTIONS = {

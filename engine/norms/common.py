@@ -1,6 +1,8 @@
 """Pieces shared by the layer families: BN-shaped state, BN's own paths, the layout hook."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -88,6 +90,9 @@ class BatchStatNorm(nn.Module):
 class LayoutNorm(BatchStatNorm):
     """A BatchStatNorm told the batch composition before each training forward.
 
+    `set_layout` runs eagerly, before the forward, and keeps only what the forward needs of the
+    layout (`plan`): under --compile the graph then depends on the batch shape and that plan (TBBN's
+    split, AdaB2N's phase), not on the task index, so there is one graph per layout, not per task.
     A layout serves exactly one training forward, so a forward the method did not announce
     (a stray train-mode forward, a second forward on other rows) falls back to plain BN instead of
     silently reusing a stale composition.
@@ -95,14 +100,20 @@ class LayoutNorm(BatchStatNorm):
 
     def __init__(self, bn: nn.BatchNorm2d):
         super().__init__(bn)
-        self._layout: BatchLayout | None = None
+        self._plan: tuple[int, Any] | None = None    # (rows the layout describes, plan(layout))
 
     def set_layout(self, layout: BatchLayout) -> None:
-        self._layout = layout
+        self._plan = int(layout.task_ids.shape[0]), self.plan(layout)
 
-    def _take_layout(self, n_rows: int) -> BatchLayout | None:
-        layout, self._layout = self._layout, None
-        if layout is not None and layout.task_ids.shape[0] != n_rows:
-            raise ValueError(f"{type(self).__name__}: the layout describes {layout.task_ids.shape[0]} rows, "
-                             f"the batch has {n_rows}")
+    def plan(self, layout: BatchLayout) -> Any:
+        """What the training forward needs of `layout`; None: plain BN."""
         return layout
+
+    def _take_plan(self, n_rows: int) -> Any:
+        """The plan of the announced layout (None without one), checked against the batch."""
+        if self._plan is None:
+            return None
+        (rows, plan), self._plan = self._plan, None
+        if rows != n_rows:
+            raise ValueError(f"{type(self).__name__}: the layout describes {rows} rows, the batch has {n_rows}")
+        return plan

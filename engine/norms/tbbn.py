@@ -109,27 +109,56 @@ def _split(v: torch.Tensor, n_current: int, r: int) -> tuple[torch.Tensor, torch
 
 def tbbn_train(x: torch.Tensor, n_current: int, r: int, weight: torch.Tensor | None,
                bias: torch.Tensor | None, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """TBBN's training output, and Z's per-channel biased mean and variance shaped (r, C)."""
+    """TBBN's training output, and Z's per-channel biased mean and variance shaped (r, C).
+
+    Eagerly the autograd Function (BN's memory); under torch.compile the same sums as plain tensor
+    ops, whose backward the compiler derives and fuses (dynamo cannot trace the Function's writes
+    into views of its output, and would run every layer eagerly between graph breaks)."""
+    if torch.compiler.is_compiling():
+        return _tbbn_ops(x, n_current, r, weight, bias, eps)
     return _TBBNFunction.apply(x, weight, bias, n_current, r, eps)
+
+
+def _tbbn_ops(x, n_current, r, weight, bias, eps):
+    """`_TBBNFunction`'s forward in out-of-place ops, differentiated by autograd."""
+    n, c, h, w = x.shape
+    n_m = n - n_current
+    xc, xm = x[:n_current].unflatten(0, (n_current // r, r)), x[n_current:]   # block b: current rows b, b+r, ...
+    cnt_m = n_m * h * w
+    cnt = n_current // r * h * w + cnt_m
+    sum_m = xm.sum((0, 2, 3))
+    mean_m = sum_m / cnt_m
+    mean = (xc.sum((0, 3, 4)) + sum_m) / cnt                                 # block means (r, C)
+    dc, dm = xc - mean[:, :, None, None], xm - mean_m[:, None, None]
+    var = (dc.square().sum((0, 3, 4)) + dm.square().sum((0, 2, 3)) + cnt_m * (mean_m - mean).square()) / cnt
+    scale = torch.rsqrt(var + eps)
+    scale = scale if weight is None else scale * weight
+    shift = torch.zeros_like(mean_m) if bias is None else bias
+    oc = dc * scale[:, :, None, None] + shift[:, None, None]
+    om = dm * scale.mean(0)[:, None, None] + (((mean_m - mean) * scale).mean(0) + shift)[:, None, None]
+    return torch.cat((oc.flatten(0, 1), om)), mean.detach(), var.detach()
 
 
 class TaskBalancedBN(LayoutNorm):
     """TBBN with BatchNorm2d's state; plain BN whenever the split is 1 or no layout was announced."""
 
+    def plan(self, layout) -> tuple[int, int] | None:
+        """(current rows, split r), or None (plain BN) when r is 1."""
+        r = tbbn_split(layout.n_current, layout.n_memory, layout.task)
+        return None if r == 1 else (layout.n_current, r)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return self._bn_eval(x)
-        layout = self._take_layout(x.shape[0])
-        r = 1 if layout is None else tbbn_split(layout.n_current, layout.n_memory, layout.task)
-        return self._bn_train(x) if r == 1 else self._train_split(x, layout, r)
+        plan = self._take_plan(x.shape[0])
+        return self._bn_train(x) if plan is None else self._train_split(x, *plan)
 
-    def _train_split(self, x: torch.Tensor, layout, r: int) -> torch.Tensor:
+    def _train_split(self, x: torch.Tensor, n_current: int, r: int) -> torch.Tensor:
         """The training forward for a split r > 1 (the benchmark swaps in the literal form here)."""
-        out, mean, var = tbbn_train(x, layout.n_current, r, self.weight, self.bias, self.eps)
+        out, mean, var = tbbn_train(x, n_current, r, self.weight, self.bias, self.eps)
         factor = self._count_batch()
         with torch.no_grad():  # each block's running update, averaged over the r blocks
-            rows = layout.n_current // r + layout.n_memory
-            n = rows * x.shape[2] * x.shape[3]
+            n = (n_current // r + x.shape[0] - n_current) * x.shape[2] * x.shape[3]
             self.running_mean.lerp_(mean.mean(0), factor)
             self.running_var.lerp_(var.mean(0) * (n / max(n - 1, 1)), factor)
         return out
