@@ -98,7 +98,7 @@ def cpu_flags() -> set[str]:
 def compiled(forward, device: torch.device):
     """`forward` under torch.compile (--compile): inductor kernels; on CUDA mode "reduce-overhead",
     CUDA graphs, which fit because a task's batch shapes are fixed (`dynamic=False`: one graph
-    per layout, recompiled when the task or the replay split changes)."""
+    per batch layout, i.e. rows and the norm layers' plans, `LayoutNorm.plan`; not one per task)."""
     return torch.compile(forward, dynamic=False, mode="reduce-overhead" if device.type == "cuda" else None)
 
 

@@ -135,10 +135,10 @@ def test_a_checkpoint_holds_its_own_devices_generators_and_resumes_only_on_that_
 
 def test_deterministic_is_recorded_changes_the_id_and_leaves_old_ids_alone(tmp_path, tiny_cfg):
     import hashlib, json as _json
-    from engine.config import RUNTIME_FIELDS
+    from engine.config import ID_WHEN_SET, RUNTIME_FIELDS
     plain = tiny_cfg().resolved()
     old_payload = {{"method": "model"}.get(k, k): v for k, v in plain.to_dict().items()   # schema-1 names
-                   if k not in RUNTIME_FIELDS + ("deterministic", "precision", "compile")}
+                   if k not in RUNTIME_FIELDS + tuple(ID_WHEN_SET)}
     assert plain.trial_id() == hashlib.sha1(_json.dumps(old_payload, sort_keys=True, default=str)
                                             .encode()).hexdigest()[:12]          # ids from before the field
     det = tiny_cfg(deterministic=True)

@@ -121,7 +121,7 @@ def tbbn_train(x: torch.Tensor, n_current: int, r: int, weight: torch.Tensor | N
 
 def _tbbn_ops(x, n_current, r, weight, bias, eps):
     """`_TBBNFunction`'s forward in out-of-place ops, differentiated by autograd."""
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     n_m = n - n_current
     xc, xm = x[:n_current].unflatten(0, (n_current // r, r)), x[n_current:]   # block b: current rows b, b+r, ...
     cnt_m = n_m * h * w
